@@ -1,0 +1,204 @@
+//! ONNX inference with tract. This is the only module of the project that calls tract.
+//!
+//! A [`Model`] is loaded and optimised once for a fixed `1xCxHxW` input and can be shared
+//! between threads (`Arc`). A [`Session`] holds a spawned tract state for repeated runs on one
+//! thread (the element's streaming thread).
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::{CoreError, Result};
+
+/// An optimised ONNX model with a fixed input shape and a flat f32 output.
+#[derive(Clone)]
+pub struct Model {
+    name: String,
+    plan: Arc<TypedRunnableModel>,
+    input_shape: [usize; 4],
+    output_len: usize,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.name)
+            .field("input_shape", &self.input_shape)
+            .field("output_len", &self.output_len)
+            .finish()
+    }
+}
+
+fn model_err(name: &str, e: impl std::fmt::Display) -> CoreError {
+    CoreError::Model {
+        name: name.to_string(),
+        message: format!("{e:#}"),
+    }
+}
+
+impl Model {
+    /// Load an ONNX model from bytes. `name` is used in errors (a file name). The model's
+    /// declared input must agree with `input_shape` (a symbolic batch is accepted) and its
+    /// output must hold `output_len` values.
+    pub fn from_bytes(
+        name: &str,
+        bytes: &[u8],
+        input_shape: [usize; 4],
+        output_len: usize,
+    ) -> Result<Model> {
+        let onnx = tract_onnx::onnx();
+        let model = onnx
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| model_err(name, e))?;
+        if model.inputs.len() != 1 {
+            return Err(CoreError::Shape {
+                name: name.into(),
+                message: format!("expected one input, the model has {}", model.inputs.len()),
+            });
+        }
+        let declared = &model.input_fact(0).map_err(|e| model_err(name, e))?.shape;
+        let dims: Vec<Option<i64>> = declared
+            .dims()
+            .map(|d| d.concretize().and_then(|d| d.to_i64().ok()))
+            .collect();
+        if !declared.is_open() || !dims.is_empty() {
+            let agrees = dims.len() == 4
+                && dims
+                    .iter()
+                    .zip(input_shape)
+                    .enumerate()
+                    .all(|(i, (d, want))| match d {
+                        Some(d) => *d == want as i64,
+                        None => i == 0, // symbolic batch only
+                    });
+            if !agrees {
+                let shown: Vec<String> = dims
+                    .iter()
+                    .map(|d| d.map(|d| d.to_string()).unwrap_or_else(|| "?".into()))
+                    .collect();
+                return Err(CoreError::Shape {
+                    name: name.into(),
+                    message: format!(
+                        "ONNX input shape [{}] disagrees with the manifest input {:?}",
+                        shown.join(", "),
+                        input_shape
+                    ),
+                });
+            }
+        }
+        let plan = model
+            .with_input_fact(0, f32::fact(input_shape).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| model_err(name, e))?;
+        let out_shape = plan
+            .model()
+            .output_fact(0)
+            .map_err(|e| model_err(name, e))?
+            .shape
+            .as_concrete()
+            .map(|s| s.iter().product::<usize>());
+        if out_shape != Some(output_len) {
+            return Err(CoreError::Shape {
+                name: name.into(),
+                message: format!(
+                    "output has {} values, expected {output_len}",
+                    out_shape.map(|n| n.to_string()).unwrap_or_else(|| "a symbolic number of".into())
+                ),
+            });
+        }
+        Ok(Model {
+            name: name.to_string(),
+            plan,
+            input_shape,
+            output_len,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.output_len
+    }
+
+    fn tensor(&self, input: &[f32]) -> Result<Tensor> {
+        if input.len() != self.input_len() {
+            return Err(CoreError::Input(format!(
+                "{}: input has {} values, expected {}",
+                self.name,
+                input.len(),
+                self.input_len()
+            )));
+        }
+        Tensor::from_shape(&self.input_shape, input).map_err(|e| self.infer_err(e))
+    }
+
+    fn infer_err(&self, e: impl std::fmt::Display) -> CoreError {
+        CoreError::Inference {
+            name: self.name.clone(),
+            message: format!("{e:#}"),
+        }
+    }
+
+    fn read_output(&self, outputs: &TVec<TValue>, out: &mut Vec<f32>) -> Result<()> {
+        let first = outputs.first().ok_or_else(|| self.infer_err("no output"))?;
+        let view = first.try_as_plain_ram().map_err(|e| self.infer_err(e))?;
+        let slice = view.as_slice::<f32>().map_err(|e| self.infer_err(e))?;
+        out.clear();
+        out.extend_from_slice(slice);
+        Ok(())
+    }
+
+    /// Run once (thread-safe; allocates a fresh state).
+    pub fn run(&self, input: &[f32]) -> Result<Vec<f32>> {
+        let t = self.tensor(input)?;
+        let outputs = self.plan.run(tvec!(t.into())).map_err(|e| self.infer_err(e))?;
+        let mut out = Vec::with_capacity(self.output_len);
+        self.read_output(&outputs, &mut out)?;
+        Ok(out)
+    }
+
+    /// A reusable session for repeated runs on one thread.
+    pub fn session(&self) -> Result<Session> {
+        let state = self.plan.spawn().map_err(|e| self.infer_err(e))?;
+        Ok(Session {
+            model: self.clone(),
+            state,
+        })
+    }
+}
+
+/// A spawned tract state bound to one [`Model`].
+pub struct Session {
+    model: Model,
+    state: TypedSimpleState,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("model", &self.model).finish()
+    }
+}
+
+impl Session {
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Run on `input` and write the flat output into `out`.
+    pub fn run_into(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<()> {
+        let t = self.model.tensor(input)?;
+        let outputs = self
+            .state
+            .run(tvec!(t.into()))
+            .map_err(|e| self.model.infer_err(e))?;
+        self.model.read_output(&outputs, out)
+    }
+}

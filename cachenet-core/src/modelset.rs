@@ -1,0 +1,94 @@
+//! A model set loaded from disk: manifest validated, every file verified, every model loaded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::engine::Model;
+use crate::manifest::{Manifest, ModelFile, read_verified};
+use crate::maths::Classification;
+use crate::selector::{self, Selection};
+use crate::{CoreError, Result};
+
+/// One submodel of a loaded set: its ONNX bytes (served to devices) and the loaded model.
+#[derive(Debug, Clone)]
+pub struct LoadedSubmodel {
+    pub id: u32,
+    pub sha256: String,
+    pub bytes: Arc<[u8]>,
+    pub model: Model,
+}
+
+/// A fully validated model set.
+#[derive(Debug, Clone)]
+pub struct ModelSet {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub full: Model,
+    pub selector: Model,
+    pub submodels: Vec<LoadedSubmodel>,
+}
+
+/// Load a classifier (full model or submodel) for `manifest`'s input and labels.
+pub fn load_classifier(manifest: &Manifest, name: &str, bytes: &[u8]) -> Result<Model> {
+    Model::from_bytes(name, bytes, manifest.input.shape(), manifest.labels.len())
+}
+
+fn load_file(dir: &Path, entry: &ModelFile, output_len: usize, m: &Manifest) -> Result<Model> {
+    let bytes = read_verified(dir, entry)?;
+    let name = dir.join(&entry.file).display().to_string();
+    Model::from_bytes(&name, &bytes, m.input.shape(), output_len)
+}
+
+impl ModelSet {
+    /// Load `dir`: manifest, sha256 and size of every file, ONNX shapes.
+    pub fn load(dir: &Path) -> Result<ModelSet> {
+        let manifest = Manifest::load(dir)?;
+        let full = load_file(dir, &manifest.full_model, manifest.labels.len(), &manifest)?;
+        let selector = load_file(dir, &manifest.selector.model_file(), 2, &manifest)?;
+        let mut submodels = Vec::with_capacity(manifest.submodels.len());
+        for spec in &manifest.submodels {
+            let bytes = read_verified(dir, &spec.model_file())?;
+            let name = dir.join(&spec.file).display().to_string();
+            let model = load_classifier(&manifest, &name, &bytes)?;
+            submodels.push(LoadedSubmodel {
+                id: spec.id,
+                sha256: spec.sha256.to_ascii_lowercase(),
+                bytes: bytes.into(),
+                model,
+            });
+        }
+        Ok(ModelSet {
+            dir: dir.to_path_buf(),
+            manifest,
+            full,
+            selector,
+            submodels,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// The full model's classification of a normalised input tensor.
+    pub fn classify_full(&self, input: &[f32]) -> Result<Classification> {
+        Ok(Classification::from_logits(&self.full.run(input)?))
+    }
+
+    /// The selector's choice of submodel for a normalised input tensor.
+    pub fn select(&self, input: &[f32]) -> Result<Selection> {
+        let z = self.selector.run(input)?;
+        if z.len() != 2 || !z.iter().all(|v| v.is_finite()) {
+            return Err(CoreError::Inference {
+                name: self.selector.name().into(),
+                message: format!("selector output {z:?} is not a finite 2-D point"),
+            });
+        }
+        let s = &self.manifest.selector;
+        Ok(selector::select([z[0], z[1]], s.k, s.sigma))
+    }
+
+    pub fn submodel(&self, id: u32) -> Option<&LoadedSubmodel> {
+        self.submodels.get(id as usize)
+    }
+}

@@ -1,0 +1,143 @@
+//! Model-set loading and validation against the committed fixture set.
+
+use std::path::{Path, PathBuf};
+
+use cachenet_core::engine::Model;
+use cachenet_core::manifest::Manifest;
+use cachenet_core::maths::Classification;
+use cachenet_core::modelset::ModelSet;
+use cachenet_core::preprocess::normalize_into;
+use cachenet_core::{CoreError, sha256_hex};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// A writable copy of the tiny set.
+fn copy_set() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixtures().join("tiny")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("manifest.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+fn solid(set: &ModelSet, value: u8) -> Vec<f32> {
+    let spec = &set.manifest.input;
+    let px = vec![value; spec.len()];
+    let mut t = vec![0.0; spec.len()];
+    normalize_into(&px, spec, &mut t);
+    t
+}
+
+#[test]
+fn loads_and_runs_the_fixture_set() {
+    let set = ModelSet::load(&fixtures().join("tiny")).unwrap();
+    assert_eq!(set.manifest.selector.k, 2);
+    assert_eq!(set.submodels.len(), 2);
+    let dark = solid(&set, 20);
+    let bright = solid(&set, 240);
+    assert_eq!(set.classify_full(&dark).unwrap().class_id, 0);
+    assert_eq!(set.classify_full(&bright).unwrap().class_id, 3);
+    assert_eq!(set.select(&dark).unwrap().submodel, 0);
+    assert_eq!(set.select(&bright).unwrap().submodel, 1);
+    // Submodel 0 is sure about dark frames, unsure (ln 2) about bright ones.
+    let sub0 = &set.submodels[0].model;
+    let c = Classification::from_logits(&sub0.run(&dark).unwrap());
+    assert!(c.is_hit(0.5) && c.class_id == 0);
+    let c = Classification::from_logits(&sub0.run(&bright).unwrap());
+    assert!((c.entropy - 2f32.ln()).abs() < 1e-3 && !c.is_hit(0.5));
+    // A session gives the same answer as a one-off run.
+    let mut s = sub0.session().unwrap();
+    let mut out = Vec::new();
+    s.run_into(&dark, &mut out).unwrap();
+    assert_eq!(out, sub0.run(&dark).unwrap());
+    assert_eq!(set.submodels[1].sha256, sha256_hex(&set.submodels[1].bytes));
+}
+
+#[test]
+fn missing_file_is_named() {
+    let d = copy_set();
+    std::fs::remove_file(d.path().join("submodel-1.onnx")).unwrap();
+    let e = ModelSet::load(d.path()).unwrap_err();
+    assert!(matches!(e, CoreError::Io { .. }));
+    assert!(e.to_string().contains("submodel-1.onnx"), "{e}");
+}
+
+#[test]
+fn missing_manifest_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let e = ModelSet::load(d.path()).unwrap_err().to_string();
+    assert!(e.contains("manifest.json"), "{e}");
+}
+
+#[test]
+fn sha256_mismatch_is_named() {
+    let d = copy_set();
+    let p = d.path().join("submodel-0.onnx");
+    let mut bytes = std::fs::read(&p).unwrap();
+    let n = bytes.len() - 1;
+    bytes[n] ^= 0xff;
+    std::fs::write(&p, bytes).unwrap();
+    let e = ModelSet::load(d.path()).unwrap_err();
+    assert!(matches!(e, CoreError::Checksum { .. }), "{e}");
+    assert!(e.to_string().contains("submodel-0.onnx") && e.to_string().contains("sha256"));
+}
+
+#[test]
+fn k_mismatch_is_reported() {
+    let d = copy_set();
+    edit_manifest(d.path(), |v| v["selector"]["k"] = 3.into());
+    let e = Manifest::load(d.path()).unwrap_err().to_string();
+    assert!(e.contains("K mismatch") && e.contains("manifest.json"), "{e}");
+}
+
+#[test]
+fn onnx_input_shape_disagreeing_with_manifest_is_reported() {
+    let d = copy_set();
+    let wrong = std::fs::read(fixtures().join("wrong-input.onnx")).unwrap();
+    std::fs::write(d.path().join("full.onnx"), &wrong).unwrap();
+    edit_manifest(d.path(), |v| {
+        v["full_model"]["sha256"] = sha256_hex(&wrong).into();
+        v["full_model"]["size"] = wrong.len().into();
+    });
+    let e = ModelSet::load(d.path()).unwrap_err();
+    assert!(matches!(e, CoreError::Shape { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("full.onnx") && msg.contains("16"), "{msg}");
+}
+
+#[test]
+fn corrupt_onnx_is_a_clear_error() {
+    let e = Model::from_bytes("junk.onnx", b"not an onnx file", [1, 1, 8, 8], 4).unwrap_err();
+    assert!(e.to_string().starts_with("junk.onnx: cannot load ONNX model"), "{e}");
+}
+
+#[test]
+fn structural_errors() {
+    for (edit, needle) in [
+        (
+            Box::new(|v: &mut serde_json::Value| v["schema_version"] = 2.into())
+                as Box<dyn Fn(&mut serde_json::Value)>,
+            "schema_version",
+        ),
+        (Box::new(|v| v["input"]["channels"] = 3.into()), "channel"),
+        (Box::new(|v| v["submodels"][0]["file"] = "../x.onnx".into()), "plain file name"),
+        (Box::new(|v| v["submodels"][1]["id"] = 7.into()), "ids must be"),
+        (Box::new(|v| v["threshold"] = (-1.0).into()), "threshold"),
+        (Box::new(|v| v["extra"] = 1.into()), "unknown field"),
+    ] {
+        let d = copy_set();
+        edit_manifest(d.path(), edit);
+        let e = Manifest::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+}
