@@ -104,7 +104,9 @@ impl Model {
                 name: name.into(),
                 message: format!(
                     "output has {} values, expected {output_len}",
-                    out_shape.map(|n| n.to_string()).unwrap_or_else(|| "a symbolic number of".into())
+                    out_shape
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "a symbolic number of".into())
                 ),
             });
         }
@@ -159,7 +161,10 @@ impl Model {
     /// Run once (thread-safe; allocates a fresh state).
     pub fn run(&self, input: &[f32]) -> Result<Vec<f32>> {
         let t = self.tensor(input)?;
-        let outputs = self.plan.run(tvec!(t.into())).map_err(|e| self.infer_err(e))?;
+        let outputs = self
+            .plan
+            .run(tvec!(t.into()))
+            .map_err(|e| self.infer_err(e))?;
         let mut out = Vec::with_capacity(self.output_len);
         self.read_output(&outputs, &mut out)?;
         Ok(out)
@@ -183,7 +188,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("model", &self.model).finish()
+        f.debug_struct("Session")
+            .field("model", &self.model)
+            .finish()
     }
 }
 

@@ -154,11 +154,10 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| CoreError::io(&path, e))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| CoreError::Manifest {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| CoreError::Manifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         manifest.validate().map_err(|message| CoreError::Manifest {
             path: path.clone(),
             message,
@@ -175,7 +174,10 @@ impl Manifest {
             ));
         }
         if !is_safe_name(&self.name) {
-            return Err(format!("name {:?} must be letters, digits, - _ .", self.name));
+            return Err(format!(
+                "name {:?} must be letters, digits, - _ .",
+                self.name
+            ));
         }
         if self.labels.len() < 2 {
             return Err("labels: at least two classes are needed".into());
@@ -193,7 +195,10 @@ impl Manifest {
             ));
         }
         if i.layout != "NCHW" {
-            return Err(format!("input: layout {:?} is not supported (NCHW)", i.layout));
+            return Err(format!(
+                "input: layout {:?} is not supported (NCHW)",
+                i.layout
+            ));
         }
         if i.mean.len() != i.channels || i.std.len() != i.channels {
             return Err("input: mean and std need one value per channel".into());

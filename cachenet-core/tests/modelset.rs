@@ -97,7 +97,10 @@ fn k_mismatch_is_reported() {
     let d = copy_set();
     edit_manifest(d.path(), |v| v["selector"]["k"] = 3.into());
     let e = Manifest::load(d.path()).unwrap_err().to_string();
-    assert!(e.contains("K mismatch") && e.contains("manifest.json"), "{e}");
+    assert!(
+        e.contains("K mismatch") && e.contains("manifest.json"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -118,7 +121,11 @@ fn onnx_input_shape_disagreeing_with_manifest_is_reported() {
 #[test]
 fn corrupt_onnx_is_a_clear_error() {
     let e = Model::from_bytes("junk.onnx", b"not an onnx file", [1, 1, 8, 8], 4).unwrap_err();
-    assert!(e.to_string().starts_with("junk.onnx: cannot load ONNX model"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("junk.onnx: cannot load ONNX model"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -130,8 +137,14 @@ fn structural_errors() {
             "schema_version",
         ),
         (Box::new(|v| v["input"]["channels"] = 3.into()), "channel"),
-        (Box::new(|v| v["submodels"][0]["file"] = "../x.onnx".into()), "plain file name"),
-        (Box::new(|v| v["submodels"][1]["id"] = 7.into()), "ids must be"),
+        (
+            Box::new(|v| v["submodels"][0]["file"] = "../x.onnx".into()),
+            "plain file name",
+        ),
+        (
+            Box::new(|v| v["submodels"][1]["id"] = 7.into()),
+            "ids must be",
+        ),
         (Box::new(|v| v["threshold"] = (-1.0).into()), "threshold"),
         (Box::new(|v| v["extra"] = 1.into()), "unknown field"),
     ] {

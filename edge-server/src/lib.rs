@@ -1,0 +1,385 @@
+//! `cachenet-edge`: the CacheNet edge server as a library (`router`, `serve`) with a thin binary.
+//!
+//! It holds one or more model sets (full model, selector, submodels) and answers devices over
+//! HTTP/1.1 with protobuf bodies; see the README for the API.
+
+pub mod error;
+mod infer;
+pub mod metrics;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cachenet_core::manifest::is_safe_name;
+use cachenet_core::modelset::ModelSet;
+use cachenet_core::proto;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+
+/// How long a device may take to send an inference request body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use metrics::Metrics;
+
+/// Server settings (the binary's flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub model_dirs: Vec<PathBuf>,
+    /// Inference worker threads (frames computed at once).
+    pub workers: usize,
+    /// Frames allowed to wait for a worker; beyond that, 503.
+    pub queue: usize,
+    /// Bearer token required on `/v1/*` when set.
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Config {
+            model_dirs: Vec::new(),
+            workers,
+            queue: 4 * workers,
+            token: None,
+            max_body_bytes: 16 << 20,
+        }
+    }
+}
+
+struct Inner {
+    config: Config,
+    sets: OnceLock<BTreeMap<String, Arc<ModelSet>>>,
+    ready: AtomicBool,
+    admitted: Arc<Semaphore>,
+    workers: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+/// Shared state of the server. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// Load and validate every model directory (blocking; sets are keyed by manifest name).
+pub fn load_model_sets(dirs: &[PathBuf]) -> Result<BTreeMap<String, Arc<ModelSet>>, String> {
+    let mut sets = BTreeMap::new();
+    for dir in dirs {
+        let set = ModelSet::load(dir).map_err(|e| format!("model set {}: {e}", dir.display()))?;
+        let name = set.name().to_string();
+        if sets.insert(name.clone(), Arc::new(set)).is_some() {
+            return Err(format!("two model sets are named {name:?}"));
+        }
+    }
+    Ok(sets)
+}
+
+impl AppState {
+    /// A state with no model set loaded yet (`/health/ready` answers 503 until
+    /// [`AppState::set_models`]).
+    pub fn new(config: Config) -> AppState {
+        let workers = config.workers.max(1);
+        AppState(Arc::new(Inner {
+            admitted: Arc::new(Semaphore::new(workers + config.queue)),
+            workers: Arc::new(Semaphore::new(workers)),
+            config,
+            sets: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            metrics: Metrics::default(),
+        }))
+    }
+
+    /// Build a state and load its model sets now.
+    pub fn load(config: Config) -> Result<AppState, String> {
+        let sets = load_model_sets(&config.model_dirs)?;
+        let state = AppState::new(config);
+        state.set_models(sets);
+        Ok(state)
+    }
+
+    pub fn set_models(&self, sets: BTreeMap<String, Arc<ModelSet>>) {
+        let _ = self.0.sets.set(sets);
+        self.0.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    fn set(&self, name: &str) -> Result<Arc<ModelSet>, ApiError> {
+        let sets = self
+            .0
+            .sets
+            .get()
+            .ok_or_else(|| ApiError::NotReady("model sets are still loading".into()))?;
+        sets.get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("no model set named {name:?}")))
+    }
+}
+
+/// The HTTP routes.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{set}/manifest", get(manifest))
+        .route("/v1/models/{set}/submodels/{id}", get(submodel))
+        .route("/v1/models/{set}/infer", post(infer_handler))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/health/live", get(|| async { "live\n" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics_handler))
+        .merge(api)
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(state.0.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves; in-flight requests are finished first.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let bytes_in = content_length(req.headers());
+    let resp = next.run(req).await;
+    let bytes_out = axum::body::HttpBody::size_hint(resp.body())
+        .exact()
+        .unwrap_or(0);
+    state
+        .0
+        .metrics
+        .request(&route, resp.status().as_u16(), bytes_in, bytes_out);
+    resp
+}
+
+fn content_length(h: &HeaderMap) -> u64 {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.0.config.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => {
+                return ApiError::Unauthorized("missing bearer token".into()).into_response();
+            }
+            Some(g) if !constant_time_eq(g.trim().as_bytes(), token.as_bytes()) => {
+                return ApiError::Unauthorized("wrong bearer token".into()).into_response();
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        ApiError::NotReady("model sets are still loading".into()).into_response()
+    }
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.0.metrics.render(),
+    )
+        .into_response()
+}
+
+fn json(value: serde_json::Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec_pretty(&value).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+async fn list_models(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let sets = state
+        .0
+        .sets
+        .get()
+        .ok_or_else(|| ApiError::NotReady("model sets are still loading".into()))?;
+    let list: Vec<serde_json::Value> = sets
+        .values()
+        .map(|s| {
+            let m = &s.manifest;
+            serde_json::json!({
+                "name": m.name, "version": m.version, "k": m.selector.k,
+                "labels": m.labels, "input": m.input, "threshold": m.threshold,
+            })
+        })
+        .collect();
+    Ok(json(serde_json::json!({ "models": list })))
+}
+
+fn checked_set_name(name: &str) -> Result<&str, ApiError> {
+    if is_safe_name(name) {
+        Ok(name)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "invalid model set name {name:?}"
+        )))
+    }
+}
+
+async fn manifest(
+    State(state): State<AppState>,
+    Path(set): Path<String>,
+) -> Result<Response, ApiError> {
+    let set = state.set(checked_set_name(&set)?)?;
+    Ok(json(
+        serde_json::to_value(&set.manifest).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
+}
+
+async fn submodel(
+    State(state): State<AppState>,
+    Path((set, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let set = state.set(checked_set_name(&set)?)?;
+    let id: u32 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("submodel id {id:?} is not a number")))?;
+    let sm = set.submodel(id).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "model set {:?} has no submodel {id} (K = {})",
+            set.name(),
+            set.submodels.len()
+        ))
+    })?;
+    let etag = format!("\"{}\"", sm.sha256);
+    let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        && inm.split(',').any(|t| t.trim() == etag || t.trim() == "*")
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    let body = proto::Submodel {
+        id,
+        sha256: sm.sha256.clone(),
+        onnx: sm.bytes.to_vec(),
+    }
+    .encode_to_vec();
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(proto::CONTENT_TYPE),
+            ),
+            (header::ETAG, etag_value),
+        ],
+        Body::from(body),
+    )
+        .into_response())
+}
+
+async fn infer_handler(
+    State(state): State<AppState>,
+    Path(set): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let set = state.set(checked_set_name(&set)?)?;
+    let limit = state.0.config.max_body_bytes;
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"));
+    if content_length(&headers) > limit as u64 {
+        return Err(too_large());
+    }
+    // Admission first: a request waiting for its body or for a worker holds a queue slot.
+    let admitted = state
+        .0
+        .admitted
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded("the inference queue is full; retry later".into()))?;
+    let body = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::BadRequest(format!("request body not received within {BODY_TIMEOUT:?}"))
+        })?
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                too_large()
+            } else {
+                ApiError::BadRequest(format!("cannot read the request body: {e}"))
+            }
+        })?;
+    let worker = state
+        .0
+        .workers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::Internal("server is shutting down".into()))?;
+    let st = state.clone();
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || {
+        let _permits = (admitted, worker);
+        infer::infer(&set, &body).inspect(|resp| {
+            st.0.metrics
+                .inference(set.name(), started.elapsed(), resp.submodel_id)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("inference task failed: {e}")))??;
+    Ok((
+        [(header::CONTENT_TYPE, proto::CONTENT_TYPE)],
+        result.encode_to_vec(),
+    )
+        .into_response())
+}

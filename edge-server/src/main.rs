@@ -1,1 +1,173 @@
-fn main() {}
+//! `cachenet-edge`: serve CacheNet model sets to devices.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cachenet_edge::{AppState, Config, load_model_sets, serve};
+use clap::Parser;
+
+/// CacheNet edge server: full model, submodel selector and submodel store over HTTP/1.1 + protobuf.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// A model-set directory (manifest.json + ONNX files); repeat for several sets.
+    #[arg(long = "model-dir", required = true)]
+    model_dirs: Vec<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    listen: SocketAddr,
+    /// Inference worker threads (default: the number of CPUs).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Requests allowed to wait for a worker before the server answers 503 (default: 4 x workers).
+    #[arg(long)]
+    queue: Option<usize>,
+    /// File holding the bearer token required on /v1/* (no token: open).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Largest accepted request body.
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body_bytes: usize,
+    /// Validate the model sets, print a line per set and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.check {
+        return match load_model_sets(&args.model_dirs) {
+            Ok(sets) => {
+                for (name, s) in sets {
+                    let m = &s.manifest;
+                    println!(
+                        "{name}: ok (version {}, {} labels, K = {}, input {}x{}x{}, threshold {} nats)",
+                        m.version,
+                        m.labels.len(),
+                        m.selector.k,
+                        m.input.width,
+                        m.input.height,
+                        m.input.channels,
+                        m.threshold
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut config = Config {
+        model_dirs: args.model_dirs,
+        max_body_bytes: args.max_body_bytes,
+        ..Config::default()
+    };
+    if let Some(w) = args.workers {
+        config.workers = w.max(1);
+        config.queue = 4 * config.workers;
+    }
+    if let Some(q) = args.queue {
+        config.queue = q;
+    }
+    if let Some(path) = &args.token_file {
+        match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => config.token = Some(t.trim().to_string()),
+            Ok(_) => {
+                eprintln!("error: --token-file {}: the file is empty", path.display());
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("error: --token-file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(config, args.listen))
+}
+
+async fn run(config: Config, listen: SocketAddr) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dirs = config.model_dirs.clone();
+    let state = AppState::new(config);
+    let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<String>(1);
+    let loader = state.clone();
+    tokio::task::spawn_blocking(move || match load_model_sets(&dirs) {
+        Ok(sets) => {
+            for (name, s) in &sets {
+                tracing::info!(set = %name, k = s.manifest.selector.k, "model set loaded");
+            }
+            loader.set_models(sets);
+            tracing::info!("ready");
+        }
+        Err(e) => {
+            let _ = fail_tx.blocking_send(e);
+        }
+    });
+    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+    let code = tokio::select! {
+        _ = shutdown_signal() => { tracing::info!("shutting down: finishing in-flight requests"); ExitCode::SUCCESS }
+        Some(e) = fail_rx.recv() => { eprintln!("error: {e}"); ExitCode::FAILURE }
+    };
+    let _ = stop_tx.send(());
+    match server.await {
+        Ok(Ok(())) => code,
+        Ok(Err(e)) => {
+            eprintln!("error: server: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: server task: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

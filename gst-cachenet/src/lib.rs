@@ -1,0 +1,28 @@
+//! GStreamer plugin `cachenet`: the `cachenetclassify` element classifies video frames with a
+//! cached specialised submodel and offloads uncertain frames to a CacheNet edge server.
+
+use gst::glib;
+
+mod cachenetclassify;
+pub mod edge;
+pub mod frame;
+pub mod runtime;
+pub mod store;
+
+pub use cachenetclassify::CacheNetClassify;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    cachenetclassify::register(plugin)
+}
+
+gst::plugin_define!(
+    cachenet,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

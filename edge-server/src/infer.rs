@@ -1,0 +1,100 @@
+//! One inference request: decode, check, preprocess, full model + selector.
+
+use std::time::Instant;
+
+use cachenet_core::manifest::Color;
+use cachenet_core::modelset::ModelSet;
+use cachenet_core::preprocess::normalize_into;
+use cachenet_core::proto::{self, infer_request::Image};
+use prost::Message;
+
+use crate::ApiError;
+
+/// Decode an encoded image (JPEG/PNG) into HWC u8 at the model's size and color.
+fn decode_encoded(set: &ModelSet, bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let spec = &set.manifest.input;
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("cannot decode the encoded image: {e}")))?;
+    let (w, h) = (spec.width as u32, spec.height as u32);
+    let filter = image::imageops::FilterType::Triangle;
+    Ok(match spec.color {
+        Color::Gray => image::imageops::resize(&img.to_luma8(), w, h, filter).into_raw(),
+        Color::Rgb => image::imageops::resize(&img.to_rgb8(), w, h, filter).into_raw(),
+    })
+}
+
+pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse, ApiError> {
+    let req = proto::InferRequest::decode(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed InferRequest protobuf: {e}")))?;
+    if req.api_version != proto::API_VERSION {
+        return Err(ApiError::BadRequest(format!(
+            "api_version {} is not supported (this server speaks {})",
+            req.api_version,
+            proto::API_VERSION
+        )));
+    }
+    let spec = &set.manifest.input;
+    let t0 = Instant::now();
+    let owned;
+    let pixels: &[u8] = match &req.image {
+        Some(Image::Raw(f)) => {
+            let (w, h, c) = (f.width as usize, f.height as usize, f.channels as usize);
+            if (w, h, c) != (spec.width, spec.height, spec.channels) || f.pixels.len() != w * h * c
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "wrong tensor size: got {w}x{h}x{c} with {} bytes, model set {:?} takes \
+                     {}x{}x{} ({} bytes)",
+                    f.pixels.len(),
+                    set.name(),
+                    spec.width,
+                    spec.height,
+                    spec.channels,
+                    spec.len()
+                )));
+            }
+            &f.pixels
+        }
+        Some(Image::Encoded(bytes)) => {
+            owned = decode_encoded(set, bytes)?;
+            &owned
+        }
+        None => return Err(ApiError::BadRequest("InferRequest has no image".into())),
+    };
+    let mut tensor = vec![0.0f32; spec.len()];
+    normalize_into(pixels, spec, &mut tensor);
+    let decode_us = t0.elapsed().as_micros() as u64;
+    let internal = |e: cachenet_core::CoreError| ApiError::Internal(e.to_string());
+    let t1 = Instant::now();
+    let cls = set.classify_full(&tensor).map_err(internal)?;
+    let full_model_us = t1.elapsed().as_micros() as u64;
+    let t2 = Instant::now();
+    let sel = set.select(&tensor).map_err(internal)?;
+    let selector_us = t2.elapsed().as_micros() as u64;
+    let sub = set.submodel(sel.submodel).ok_or_else(|| {
+        ApiError::Internal(format!("selector chose missing submodel {}", sel.submodel))
+    })?;
+    tracing::debug!(
+        set = set.name(),
+        request = %req.request_id,
+        class = cls.class_id,
+        entropy = cls.entropy,
+        submodel = sel.submodel,
+        cached = ?req.cached_submodels,
+        "infer"
+    );
+    Ok(proto::InferResponse {
+        request_id: req.request_id,
+        class_id: cls.class_id as u32,
+        label: set.manifest.labels[cls.class_id].clone(),
+        probabilities: cls.probabilities,
+        entropy: cls.entropy,
+        submodel_id: sel.submodel,
+        submodel_sha256: sub.sha256.clone(),
+        timings: Some(proto::ServerTimings {
+            decode_us,
+            full_model_us,
+            selector_us,
+        }),
+        soft_codes: sel.codes.iter().map(|c| *c as f32).collect(),
+    })
+}

@@ -1,0 +1,449 @@
+//! The edge server over real HTTP on 127.0.0.1:0: every endpoint and every error.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cachenet_core::proto::{self, infer_request::Image};
+use cachenet_core::sha256_hex;
+use cachenet_edge::{AppState, Config};
+use prost::Message;
+
+fn tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny")
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start_with(state: AppState) -> Server {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(l.local_addr().unwrap()).unwrap();
+                cachenet_edge::serve(l, state, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Server {
+            addr: addr_rx.recv().unwrap(),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn start(config: Config) -> Server {
+        Server::start_with(AppState::load(config).unwrap())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn config() -> Config {
+    Config {
+        model_dirs: vec![tiny()],
+        ..Config::default()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+struct Resp {
+    status: u16,
+    headers: ureq::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn error(&self) -> proto::Error {
+        assert_eq!(
+            self.headers["content-type"], "application/x-protobuf",
+            "errors are protobuf"
+        );
+        proto::Error::decode(&self.body[..]).expect("an Error message")
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = req.call().unwrap();
+    Resp {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.body_mut().read_to_vec().unwrap(),
+    }
+}
+
+fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> Resp {
+    let mut req = agent()
+        .post(url)
+        .header("content-type", "application/x-protobuf");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = req.send(body).unwrap();
+    Resp {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        body: r.body_mut().read_to_vec().unwrap(),
+    }
+}
+
+fn raw_request(value: u8) -> proto::InferRequest {
+    proto::InferRequest {
+        api_version: proto::API_VERSION,
+        request_id: format!("frame-{value}"),
+        image: Some(Image::Raw(proto::RawFrame {
+            pixels: vec![value; 64],
+            width: 8,
+            height: 8,
+            channels: 1,
+        })),
+        cached_submodels: vec![0],
+    }
+}
+
+fn infer_ok(s: &Server, req: &proto::InferRequest) -> proto::InferResponse {
+    let r = post(&s.url("/v1/models/tiny/infer"), &req.encode_to_vec(), &[]);
+    assert_eq!(r.status, 200, "{:?}", proto::Error::decode(&r.body[..]));
+    proto::InferResponse::decode(&r.body[..]).unwrap()
+}
+
+#[test]
+fn health_models_and_manifest() {
+    let s = Server::start(config());
+    assert_eq!(get(&s.url("/health/live"), &[]).status, 200);
+    assert_eq!(get(&s.url("/health/ready"), &[]).status, 200);
+    let r = get(&s.url("/v1/models"), &[]);
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["models"][0]["name"], "tiny");
+    assert_eq!(v["models"][0]["k"], 2);
+    let r = get(&s.url("/v1/models/tiny/manifest"), &[]);
+    let m: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(m["submodels"][1]["file"], "submodel-1.onnx");
+    let r = get(&s.url("/v1/models/nope/manifest"), &[]);
+    assert_eq!(r.status, 404);
+    assert!(r.error().message.contains("nope"));
+    assert_eq!(get(&s.url("/no/such/thing"), &[]).status, 404);
+}
+
+#[test]
+fn not_ready_before_models_are_loaded() {
+    let s = Server::start_with(AppState::new(config()));
+    assert_eq!(get(&s.url("/health/live"), &[]).status, 200);
+    let r = get(&s.url("/health/ready"), &[]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.error().code, "not_ready");
+    assert_eq!(get(&s.url("/v1/models"), &[]).status, 503);
+}
+
+#[test]
+fn submodel_download_etag_and_errors() {
+    let s = Server::start(config());
+    let r = get(&s.url("/v1/models/tiny/submodels/1"), &[]);
+    assert_eq!(r.status, 200);
+    let sm = proto::Submodel::decode(&r.body[..]).unwrap();
+    let on_disk = std::fs::read(tiny().join("submodel-1.onnx")).unwrap();
+    assert_eq!(sm.onnx, on_disk);
+    assert_eq!(sm.sha256, sha256_hex(&on_disk));
+    let etag = r.headers["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{}\"", sm.sha256));
+    let r = get(
+        &s.url("/v1/models/tiny/submodels/1"),
+        &[("if-none-match", &etag)],
+    );
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let r = get(
+        &s.url("/v1/models/tiny/submodels/0"),
+        &[("if-none-match", &etag)],
+    );
+    assert_eq!(r.status, 200, "another submodel's etag does not match");
+
+    let r = get(&s.url("/v1/models/tiny/submodels/2"), &[]);
+    assert_eq!(r.status, 404);
+    assert!(r.error().message.contains("no submodel 2"));
+    for bad in ["..%2F..%2Fmanifest.json", "submodel-0.onnx", "-1"] {
+        let r = get(&s.url(&format!("/v1/models/tiny/submodels/{bad}")), &[]);
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.error().code, "bad_request");
+    }
+    let r = get(&s.url("/v1/models/..%2Ftiny/submodels/0"), &[]);
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn infer_raw_and_encoded_frames() {
+    let s = Server::start(config());
+    let dark = infer_ok(&s, &raw_request(20));
+    assert_eq!((dark.class_id, dark.label.as_str()), (0, "black"));
+    assert_eq!(dark.submodel_id, 0);
+    assert_eq!(dark.request_id, "frame-20");
+    assert_eq!(dark.probabilities.len(), 4);
+    assert!(dark.entropy < 0.01);
+    assert_eq!(dark.soft_codes.len(), 2);
+    let sha0 = sha256_hex(&std::fs::read(tiny().join("submodel-0.onnx")).unwrap());
+    assert_eq!(dark.submodel_sha256, sha0);
+    assert!(dark.timings.is_some());
+
+    let bright = infer_ok(&s, &raw_request(240));
+    assert_eq!((bright.class_id, bright.submodel_id), (3, 1));
+
+    // A 32x24 PNG of value 100 is decoded and resized to 8x8: class "dark", submodel 0.
+    let img = image::GrayImage::from_pixel(32, 24, image::Luma([100u8]));
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let req = proto::InferRequest {
+        api_version: 1,
+        request_id: "png".into(),
+        image: Some(Image::Encoded(png.into_inner())),
+        cached_submodels: vec![],
+    };
+    let r = infer_ok(&s, &req);
+    assert_eq!((r.class_id, r.submodel_id), (1, 0));
+
+    let m = get(&s.url("/metrics"), &[]).text();
+    assert!(
+        m.contains("cachenet_submodel_selected_total{set=\"tiny\",submodel=\"0\"} 2"),
+        "{m}"
+    );
+    assert!(m.contains("cachenet_submodel_selected_total{set=\"tiny\",submodel=\"1\"} 1"));
+    assert!(
+        m.contains("cachenet_requests_total{route=\"/v1/models/{set}/infer\",status=\"200\"} 3")
+    );
+    assert!(m.contains("cachenet_inference_seconds_count{set=\"tiny\"} 3"));
+    assert!(!m.contains("cachenet_bytes_in_total 0\n"));
+}
+
+#[test]
+fn infer_bad_input_gets_400_with_a_message() {
+    let s = Server::start(config());
+    let url = s.url("/v1/models/tiny/infer");
+    let r = post(&url, b"\xff\xff\xff garbage", &[]);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error().message.contains("malformed InferRequest"),
+        "{:?}",
+        r.error()
+    );
+
+    let mut req = raw_request(20);
+    if let Some(Image::Raw(f)) = &mut req.image {
+        f.pixels.truncate(60);
+    }
+    let r = post(&url, &req.encode_to_vec(), &[]);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.error().message.contains("wrong tensor size"),
+        "{:?}",
+        r.error()
+    );
+
+    let mut req = raw_request(20);
+    if let Some(Image::Raw(f)) = &mut req.image {
+        f.width = 16;
+        f.pixels = vec![0; 128];
+    }
+    let r = post(&url, &req.encode_to_vec(), &[]);
+    assert!(r.error().message.contains("takes 8x8x1"), "{:?}", r.error());
+
+    let mut req = raw_request(20);
+    req.image = None;
+    let r = post(&url, &req.encode_to_vec(), &[]);
+    assert_eq!(
+        (r.status, r.error().message.as_str()),
+        (400, "InferRequest has no image")
+    );
+
+    let mut req = raw_request(20);
+    req.api_version = 9;
+    let r = post(&url, &req.encode_to_vec(), &[]);
+    assert_eq!(r.status, 400);
+    assert!(r.error().message.contains("api_version 9"));
+
+    let mut req = raw_request(20);
+    req.image = Some(Image::Encoded(b"not a png".to_vec()));
+    let r = post(&url, &req.encode_to_vec(), &[]);
+    assert_eq!(r.status, 400);
+    assert!(r.error().message.contains("cannot decode"));
+
+    let r = post(
+        &s.url("/v1/models/other/infer"),
+        &raw_request(1).encode_to_vec(),
+        &[],
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn body_too_large_is_413() {
+    let s = Server::start(Config {
+        max_body_bytes: 1000,
+        ..config()
+    });
+    let mut req = raw_request(20);
+    req.image = Some(Image::Encoded(vec![7; 5000]));
+    let r = post(&s.url("/v1/models/tiny/infer"), &req.encode_to_vec(), &[]);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.error().code, "payload_too_large");
+    // A small request still works on the same server.
+    infer_ok(&s, &raw_request(20));
+}
+
+#[test]
+fn bearer_token_is_required_when_configured() {
+    let s = Server::start(Config {
+        token: Some("s3cret".into()),
+        ..config()
+    });
+    let url = s.url("/v1/models/tiny/submodels/0");
+    let r = get(&url, &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error().message, "missing bearer token");
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    let r = get(&url, &[("authorization", "Bearer nope")]);
+    assert_eq!(
+        (r.status, r.error().message.as_str()),
+        (401, "wrong bearer token")
+    );
+    assert_eq!(get(&url, &[("authorization", "Bearer s3cret")]).status, 200);
+    let r = post(
+        &s.url("/v1/models/tiny/infer"),
+        &raw_request(20).encode_to_vec(),
+        &[],
+    );
+    assert_eq!(r.status, 401);
+    // Health and metrics stay open.
+    assert_eq!(get(&s.url("/health/ready"), &[]).status, 200);
+    assert_eq!(get(&s.url("/metrics"), &[]).status, 200);
+}
+
+/// Send the headers and half of an inference request body; the request then holds its slot.
+fn stalled_request(s: &Server) -> (TcpStream, Vec<u8>) {
+    let body = raw_request(240).encode_to_vec();
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /v1/models/tiny/infer HTTP/1.1\r\nHost: x\r\ncontent-type: application/x-protobuf\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    c.write_all(&body[..10]).unwrap();
+    c.flush().unwrap();
+    (c, body)
+}
+
+fn finish(mut c: TcpStream, body: &[u8]) -> String {
+    c.write_all(&body[10..]).unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn wait_for_admission(s: &Server) {
+    // The stalled request is admitted once the server has routed it.
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        if agent()
+            .post(s.url("/v1/models/tiny/infer"))
+            .send(&raw_request(20).encode_to_vec()[..])
+            .map(|r| r.status().as_u16() == 503)
+            .unwrap_or(false)
+        {
+            return;
+        }
+    }
+    panic!("the server never reported overload");
+}
+
+#[test]
+fn full_queue_answers_503_fast_and_recovers() {
+    let s = Server::start(Config {
+        workers: 1,
+        queue: 0,
+        ..config()
+    });
+    let (c, body) = stalled_request(&s);
+    wait_for_admission(&s);
+    let t = std::time::Instant::now();
+    let r = post(
+        &s.url("/v1/models/tiny/infer"),
+        &raw_request(20).encode_to_vec(),
+        &[],
+    );
+    assert_eq!(r.status, 503);
+    assert_eq!(r.error().code, "overloaded");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let answer = finish(c, &body);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    infer_ok(&s, &raw_request(20));
+}
+
+#[test]
+fn graceful_shutdown_finishes_in_flight_requests() {
+    let mut s = Server::start(Config {
+        workers: 1,
+        queue: 0,
+        ..config()
+    });
+    let (c, body) = stalled_request(&s);
+    wait_for_admission(&s);
+    let stop = s.stop.take().unwrap();
+    stop.send(()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let answer = finish(c, &body);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("application/x-protobuf"));
+    s.shutdown();
+    assert!(
+        TcpStream::connect(s.addr).is_err(),
+        "listener closed after shutdown"
+    );
+}

@@ -1,0 +1,534 @@
+//! `cachenetclassify` implementation: properties, state built in `start()`, per-frame work in
+//! `transform_ip()`. The CacheNet logic itself lives in [`crate::runtime`].
+
+use std::path::Path;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use cachenet_core::modelset::{ModelSet, load_classifier};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+
+use super::{Mode, Offload};
+use crate::edge::EdgeClient;
+use crate::frame::{FORMATS, Planes, Preprocessor};
+use crate::runtime::{self, FrameResult, Runtime, Stats};
+use crate::store::Store;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "cachenetclassify",
+        gst::DebugColorFlags::empty(),
+        Some("CacheNet classifier"),
+    )
+});
+
+const DEFAULT_MODE: Mode = Mode::CacheNet;
+const DEFAULT_OFFLOAD: Offload = Offload::Sync;
+const DEFAULT_THRESHOLD: f32 = -1.0;
+const DEFAULT_CACHE_SIZE: u32 = 1;
+const DEFAULT_TIMEOUT_MS: u32 = 1000;
+const DEFAULT_POST_MESSAGES: bool = true;
+
+/// Roi type of the `GstVideoRegionOfInterestMeta` the element attaches.
+pub const ROI_TYPE: &str = "cachenet";
+/// Name of the ROI param structure and of the bus message.
+pub const RESULT_STRUCTURE: &str = "cachenet/classification";
+pub const RESULT_MESSAGE: &str = "cachenet-result";
+
+#[derive(Debug, Clone)]
+struct Settings {
+    edge_url: Option<String>,
+    model_set: Option<String>,
+    model_dir: Option<String>,
+    mode: Mode,
+    threshold: f32,
+    cache_size: u32,
+    cache_dir: Option<String>,
+    offload: Offload,
+    timeout_ms: u32,
+    token: Option<String>,
+    post_messages: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            edge_url: None,
+            model_set: None,
+            model_dir: None,
+            mode: DEFAULT_MODE,
+            threshold: DEFAULT_THRESHOLD,
+            cache_size: DEFAULT_CACHE_SIZE,
+            cache_dir: None,
+            offload: DEFAULT_OFFLOAD,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            token: None,
+            post_messages: DEFAULT_POST_MESSAGES,
+        }
+    }
+}
+
+struct State {
+    runtime: Runtime,
+    video: Option<(gst_video::VideoInfo, Preprocessor)>,
+    hwc: Vec<u8>,
+    frame: u64,
+}
+
+#[derive(Default)]
+pub struct CacheNetClassify {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    /// Snapshot for the `stats` property, readable without waiting on the streaming thread.
+    stats: Mutex<Stats>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for CacheNetClassify {
+    const NAME: &'static str = "GstCacheNetClassify";
+    type Type = super::CacheNetClassify;
+    type ParentType = gst_base::BaseTransform;
+}
+
+fn stats_structure(s: &Stats) -> gst::Structure {
+    gst::Structure::builder("cachenet-stats")
+        .field("frames", s.frames)
+        .field("hits", s.hits)
+        .field("misses", s.misses)
+        .field("offloads", s.offloads)
+        .field("offload-failures", s.offload_failures)
+        .field("swaps", s.swaps)
+        .field("evictions", s.evictions)
+        .field("bytes-up", s.bytes_up)
+        .field("bytes-down", s.bytes_down)
+        .field("device-time-us", s.device_time_us)
+        .field("edge-time-us", s.edge_time_us)
+        .field("hit-rate", s.hit_rate())
+        .field("active-submodel", s.active_submodel)
+        .build()
+}
+
+fn result_fields(name: &str, r: &FrameResult) -> gst::structure::Builder {
+    gst::Structure::builder(name)
+        .field("label", r.label.as_str())
+        .field("class-id", r.class_id)
+        .field("confidence", r.confidence as f64)
+        .field("entropy", r.entropy as f64)
+        .field("source", r.source.as_str())
+        .field("hit", r.hit)
+        .field("submodel", r.submodel)
+        .field("degraded", r.degraded)
+}
+
+impl ObjectImpl for CacheNetClassify {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("edge-url")
+                    .nick("Edge URL")
+                    .blurb("Base URL of the cachenet-edge server, e.g. http://edge:8470 (unset: no offloading)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model-set")
+                    .nick("Model set")
+                    .blurb("Name of the model set on the edge server (default: the name in model-dir's manifest)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model-dir")
+                    .nick("Model directory")
+                    .blurb("Local model set (manifest.json + ONNX): initial submodel, and the full model for mode=device")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("mode", DEFAULT_MODE)
+                    .nick("Mode")
+                    .blurb("cachenet: cached submodel with offload on a miss; device: full model locally on every frame; edge: every frame offloaded")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecFloat::builder("threshold")
+                    .nick("Entropy threshold")
+                    .blurb("A frame is a hit when the submodel's predictive entropy (nats) is below this; -1 takes the manifest's default")
+                    .minimum(-1.0)
+                    .maximum(100.0)
+                    .default_value(DEFAULT_THRESHOLD)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("cache-size")
+                    .nick("Cache size")
+                    .blurb("Number of submodels cached on the device (least recently used evicted first)")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_CACHE_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("cache-dir")
+                    .nick("Cache directory")
+                    .blurb("Directory where downloaded submodels persist by sha256 and are reused after a restart (unset: memory only)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("offload", DEFAULT_OFFLOAD)
+                    .nick("Offload")
+                    .blurb("sync: a missed frame waits for the edge (bounded by timeout-ms); async: it leaves at once with the local result and the edge's answer swaps the submodel later")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("timeout-ms")
+                    .nick("Timeout")
+                    .blurb("Longest wait for one edge request or submodel download, in milliseconds")
+                    .minimum(1)
+                    .maximum(600_000)
+                    .default_value(DEFAULT_TIMEOUT_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("token")
+                    .nick("Token")
+                    .blurb("Bearer token sent to the edge server")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("post-messages")
+                    .nick("Post messages")
+                    .blurb("Post a cachenet-result element message on the bus for every frame")
+                    .default_value(DEFAULT_POST_MESSAGES)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("Counters: frames, hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        let opt = |v: &glib::Value| {
+            v.get::<Option<String>>()
+                .expect("type checked upstream")
+                .filter(|s| !s.is_empty())
+        };
+        match pspec.name() {
+            "edge-url" => s.edge_url = opt(value),
+            "model-set" => s.model_set = opt(value),
+            "model-dir" => s.model_dir = opt(value),
+            "mode" => s.mode = value.get().expect("type checked upstream"),
+            "threshold" => s.threshold = value.get().expect("type checked upstream"),
+            "cache-size" => s.cache_size = value.get().expect("type checked upstream"),
+            "cache-dir" => s.cache_dir = opt(value),
+            "offload" => s.offload = value.get().expect("type checked upstream"),
+            "timeout-ms" => s.timeout_ms = value.get().expect("type checked upstream"),
+            "token" => s.token = opt(value),
+            "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "edge-url" => s.edge_url.to_value(),
+            "model-set" => s.model_set.to_value(),
+            "model-dir" => s.model_dir.to_value(),
+            "mode" => s.mode.to_value(),
+            "threshold" => s.threshold.to_value(),
+            "cache-size" => s.cache_size.to_value(),
+            "cache-dir" => s.cache_dir.to_value(),
+            "offload" => s.offload.to_value(),
+            "timeout-ms" => s.timeout_ms.to_value(),
+            "token" => s.token.to_value(),
+            "post-messages" => s.post_messages.to_value(),
+            "stats" => stats_structure(&self.stats.lock().unwrap()).to_value(),
+            _ => unreachable!("only registered properties are asked for"),
+        }
+    }
+}
+
+impl GstObjectImpl for CacheNetClassify {}
+
+impl ElementImpl for CacheNetClassify {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "CacheNet classifier",
+                "Filter/Analyzer/Video",
+                "Classifies frames with a cached specialised submodel (tract ONNX) and offloads \
+                 uncertain frames to a CacheNet edge server, which also sends the submodel to cache",
+                "CacheNet developers <cachenet@example.org>",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(FORMATS)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+fn settings_error(msg: impl std::fmt::Display) -> gst::ErrorMessage {
+    gst::error_msg!(gst::ResourceError::Settings, ["{}", msg])
+}
+
+impl CacheNetClassify {
+    fn build_state(&self, s: &Settings) -> Result<State, gst::ErrorMessage> {
+        let timeout = Duration::from_millis(s.timeout_ms as u64);
+        let local = match &s.model_dir {
+            Some(d) => Some(
+                ModelSet::load(Path::new(d))
+                    .map_err(|e| settings_error(format!("model-dir: {e}")))?,
+            ),
+            None => None,
+        };
+        if local.is_none() && s.edge_url.is_none() {
+            return Err(settings_error(
+                "set model-dir (a local model set) or edge-url (an edge server), or both",
+            ));
+        }
+        let set = match (&s.model_set, &local) {
+            (Some(n), Some(l)) if n != l.name() => {
+                return Err(settings_error(format!(
+                    "model-set {n:?} does not match the set in model-dir ({:?})",
+                    l.name()
+                )));
+            }
+            (Some(n), _) => n.clone(),
+            (None, Some(l)) => l.name().to_string(),
+            (None, None) => {
+                return Err(settings_error(
+                    "model-set: name the model set to ask the edge for",
+                ));
+            }
+        };
+        let edge = match &s.edge_url {
+            Some(u) => {
+                Some(EdgeClient::new(u, &set, s.token.clone(), timeout).map_err(settings_error)?)
+            }
+            None => None,
+        };
+        let store = match &s.cache_dir {
+            Some(d) => Some(Store::open(Path::new(d), &set).map_err(settings_error)?),
+            None => None,
+        };
+        let manifest = match (&local, &edge) {
+            (Some(l), _) => l.manifest.clone(),
+            (None, Some(e)) => match e.manifest() {
+                Ok((m, bytes)) => {
+                    if let Some(st) = &store
+                        && let Err(err) = st.save_manifest(&bytes)
+                    {
+                        gst::warning!(CAT, imp = self, "{err}");
+                    }
+                    m
+                }
+                Err(err) => match store.as_ref().and_then(Store::load_manifest) {
+                    Some(m) => {
+                        gst::element_imp_warning!(
+                            self,
+                            gst::ResourceError::Read,
+                            ["edge-url: {err}; using the manifest cached in cache-dir"]
+                        );
+                        m
+                    }
+                    None => {
+                        return Err(settings_error(format!(
+                            "edge-url: cannot get the manifest of model set {set:?}: {err}"
+                        )));
+                    }
+                },
+            },
+            (None, None) => unreachable!("checked above"),
+        };
+        // Warm start: submodels persisted in cache-dir (most recent first), else submodel 0
+        // of the local model set.
+        let cache_size = s.cache_size.max(1) as usize;
+        let mut initial = Vec::new();
+        if let Some(st) = &store {
+            for sha in st.recent() {
+                if initial.len() == cache_size {
+                    break;
+                }
+                let Some(spec) = manifest
+                    .submodels
+                    .iter()
+                    .find(|m| m.sha256.eq_ignore_ascii_case(&sha))
+                else {
+                    continue;
+                };
+                if let Some(bytes) = st.load(&sha) {
+                    match load_classifier(&manifest, &spec.file, &bytes) {
+                        Ok(m) => initial.push((spec.id, m)),
+                        Err(e) => gst::warning!(CAT, imp = self, "cache-dir: ignoring {sha}: {e}"),
+                    }
+                }
+            }
+        }
+        if initial.is_empty()
+            && let Some(l) = &local
+            && let Some(sm) = l.submodels.first()
+        {
+            initial.push((sm.id, sm.model.clone()));
+        }
+        let threshold = if s.threshold >= 0.0 {
+            s.threshold
+        } else {
+            manifest.threshold
+        };
+        let config = runtime::Config {
+            mode: match s.mode {
+                Mode::CacheNet => runtime::Mode::CacheNet,
+                Mode::Device => runtime::Mode::Device,
+                Mode::Edge => runtime::Mode::Edge,
+            },
+            offload: match s.offload {
+                Offload::Sync => runtime::Offload::Sync,
+                Offload::Async => runtime::Offload::Async,
+            },
+            threshold,
+            cache_size,
+        };
+        let full = local.as_ref().map(|l| l.full.clone());
+        let runtime =
+            Runtime::new(manifest, config, full, initial, edge, store).map_err(settings_error)?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "model set {set}: threshold {threshold} nats, cache-size {cache_size}, cached {:?}",
+            runtime.cached()
+        );
+        Ok(State {
+            runtime,
+            video: None,
+            hwc: Vec::new(),
+            frame: 0,
+        })
+    }
+}
+
+impl BaseTransformImpl for CacheNetClassify {
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let state = self.build_state(&settings)?;
+        *self.stats.lock().unwrap() = state.runtime.stats().clone();
+        *self.state.lock().unwrap() = Some(state);
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *self.state.lock().unwrap() = None;
+        Ok(())
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(incaps)
+            .map_err(|_| gst::loggable_error!(CAT, "cannot parse caps {incaps}"))?;
+        let mut guard = self.state.lock().unwrap();
+        let state = guard
+            .as_mut()
+            .ok_or_else(|| gst::loggable_error!(CAT, "caps before start"))?;
+        let spec = &state.runtime.manifest().input;
+        let pre = Preprocessor::new(
+            info.format(),
+            info.width() as usize,
+            info.height() as usize,
+            spec.width,
+            spec.height,
+            spec.color,
+        )
+        .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
+        state.hwc = vec![0; pre.output_len()];
+        state.video = Some((info, pre));
+        Ok(())
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let started = Instant::now();
+        let post = self.settings.lock().unwrap().post_messages;
+        let mut guard = self.state.lock().unwrap();
+        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let Some((info, pre)) = &state.video else {
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let (width, height) = (info.width(), info.height());
+        {
+            let frame =
+                gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, info).map_err(|_| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ["cannot map the video frame"]
+                    );
+                    gst::FlowError::Error
+                })?;
+            let n = frame.n_planes() as usize;
+            let mut planes = Planes {
+                data: [&[], &[], &[]],
+                stride: [0; 3],
+            };
+            for p in 0..n.min(3) {
+                planes.data[p] = frame
+                    .plane_data(p as u32)
+                    .map_err(|_| gst::FlowError::Error)?;
+                planes.stride[p] = frame.plane_stride()[p] as usize;
+            }
+            pre.run(&planes, &mut state.hwc);
+        }
+        let result = state.runtime.process(&state.hwc);
+        let warnings = state.runtime.take_warnings();
+        let recovered = state.runtime.take_recovered();
+        let frame_no = state.frame;
+        state.frame += 1;
+        *self.stats.lock().unwrap() = state.runtime.stats().clone();
+        drop(guard);
+
+        let pts = buf.pts();
+        let mut roi =
+            gst_video::VideoRegionOfInterestMeta::add(buf, ROI_TYPE, (0, 0, width, height));
+        roi.add_param(result_fields(RESULT_STRUCTURE, &result).build());
+        gst::trace!(CAT, imp = self, "frame {frame_no}: {result:?}");
+        for w in warnings {
+            gst::element_imp_warning!(self, gst::ResourceError::Read, ["{}", w]);
+        }
+        if recovered {
+            gst::info!(CAT, imp = self, "edge server answers again");
+        }
+        if post {
+            let s = result_fields(RESULT_MESSAGE, &result)
+                .field("latency-us", started.elapsed().as_micros() as u64)
+                .field("pts", pts.map_or(u64::MAX, |p| p.nseconds()))
+                .field("frame", frame_no)
+                .build();
+            let _ = self
+                .obj()
+                .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

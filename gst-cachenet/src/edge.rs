@@ -1,0 +1,195 @@
+//! HTTP client for `cachenet-edge`. Every call is bounded by the configured timeout, so the
+//! streaming thread never waits unbounded on the network.
+
+use std::time::Duration;
+
+use cachenet_core::manifest::{Manifest, is_safe_name};
+use cachenet_core::proto;
+use cachenet_core::sha256_hex;
+use prost::Message;
+
+/// Largest submodel download accepted.
+const MAX_SUBMODEL_BYTES: u64 = 512 << 20;
+const MAX_SMALL_BODY: u64 = 4 << 20;
+
+#[derive(Debug, Clone)]
+pub struct EdgeClient {
+    base: String,
+    set: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// Validate an `edge-url` property value: `http://host[:port][/prefix]`.
+pub fn parse_edge_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("edge-url {url:?} must start with http://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) || host.contains('@') {
+        return Err(format!("edge-url {url:?} has no valid host"));
+    }
+    if let Some((_, port)) = host.rsplit_once(':')
+        && !host.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("edge-url {url:?} has an invalid port"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+fn status_error(status: u16, body: &[u8]) -> String {
+    match proto::Error::decode(body) {
+        Ok(e) if !e.code.is_empty() => format!("edge answered {status} {}: {}", e.code, e.message),
+        _ => format!("edge answered HTTP {status}"),
+    }
+}
+
+/// Bytes sent and received by one call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Traffic {
+    pub up: u64,
+    pub down: u64,
+}
+
+impl EdgeClient {
+    pub fn new(
+        url: &str,
+        set: &str,
+        token: Option<String>,
+        timeout: Duration,
+    ) -> Result<EdgeClient, String> {
+        let base = parse_edge_url(url)?;
+        if !is_safe_name(set) {
+            return Err(format!("model-set {set:?} must be letters, digits, - _ ."));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Ok(EdgeClient {
+            base,
+            set: set.to_string(),
+            token,
+            agent,
+        })
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!("{}/v1/models/{}{tail}", self.base, self.set)
+    }
+
+    fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    fn read(
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        limit: u64,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let mut resp = resp.map_err(|e| format!("edge unreachable: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| format!("reading the edge's answer: {e}"))?;
+        Ok((status, body))
+    }
+
+    /// POST an inference request; the edge's full-model answer and the submodel it selects.
+    pub fn infer(
+        &self,
+        req: &proto::InferRequest,
+    ) -> Result<(proto::InferResponse, Traffic), String> {
+        let body = req.encode_to_vec();
+        let r = self
+            .auth(self.agent.post(self.url("/infer")))
+            .header("content-type", proto::CONTENT_TYPE)
+            .send(&body[..]);
+        let (status, bytes) = Self::read(r, MAX_SMALL_BODY)?;
+        if status != 200 {
+            return Err(status_error(status, &bytes));
+        }
+        let resp = proto::InferResponse::decode(&bytes[..])
+            .map_err(|e| format!("edge sent a malformed InferResponse: {e}"))?;
+        Ok((
+            resp,
+            Traffic {
+                up: body.len() as u64,
+                down: bytes.len() as u64,
+            },
+        ))
+    }
+
+    /// Download submodel `id` and verify that its bytes hash to `sha256`.
+    pub fn submodel(&self, id: u32, sha256: &str) -> Result<(Vec<u8>, Traffic), String> {
+        let r = self
+            .auth(self.agent.get(self.url(&format!("/submodels/{id}"))))
+            .call();
+        let (status, bytes) = Self::read(r, MAX_SUBMODEL_BYTES)?;
+        if status != 200 {
+            return Err(status_error(status, &bytes));
+        }
+        let sm = proto::Submodel::decode(&bytes[..])
+            .map_err(|e| format!("edge sent a malformed Submodel: {e}"))?;
+        let actual = sha256_hex(&sm.onnx);
+        if sm.id != id || !actual.eq_ignore_ascii_case(sha256) {
+            return Err(format!(
+                "submodel {id} download rejected: sha256 {actual} does not match the expected {sha256}"
+            ));
+        }
+        Ok((
+            sm.onnx,
+            Traffic {
+                up: 0,
+                down: bytes.len() as u64,
+            },
+        ))
+    }
+
+    /// The set's manifest.
+    pub fn manifest(&self) -> Result<(Manifest, Vec<u8>), String> {
+        let r = self.auth(self.agent.get(self.url("/manifest"))).call();
+        let (status, bytes) = Self::read(r, MAX_SMALL_BODY)?;
+        if status != 200 {
+            return Err(status_error(status, &bytes));
+        }
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("edge sent an invalid manifest: {e}"))?;
+        m.validate()
+            .map_err(|e| format!("edge sent an invalid manifest: {e}"))?;
+        Ok((m, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_url_validation() {
+        assert_eq!(
+            parse_edge_url("http://edge:8470/").unwrap(),
+            "http://edge:8470"
+        );
+        assert!(parse_edge_url("http://127.0.0.1:8470").is_ok());
+        assert!(
+            parse_edge_url("https://edge")
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(parse_edge_url("edge:8470").is_err());
+        assert!(parse_edge_url("http://").is_err());
+        assert!(
+            parse_edge_url("http://edge:port")
+                .unwrap_err()
+                .contains("port")
+        );
+    }
+}

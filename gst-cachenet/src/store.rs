@@ -1,0 +1,117 @@
+//! `cache-dir`: downloaded submodels persisted by sha256 (and the edge's manifest), reused after
+//! a restart without the network. A corrupt file is ignored, removed and fetched again.
+
+use std::path::{Path, PathBuf};
+
+use cachenet_core::manifest::Manifest;
+use cachenet_core::sha256_hex;
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Store {
+    /// `cache_dir/<set>`, created if missing; fails if it cannot be written.
+    pub fn open(cache_dir: &Path, set: &str) -> Result<Store, String> {
+        let dir = cache_dir.join(set);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cache-dir {}: {e}", cache_dir.display()))?;
+        let probe = dir.join(".write-test");
+        std::fs::write(&probe, b"ok")
+            .map_err(|e| format!("cache-dir {} is not writable: {e}", cache_dir.display()))?;
+        let _ = std::fs::remove_file(probe);
+        Ok(Store { dir })
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.onnx", sha256.to_ascii_lowercase()))
+    }
+
+    /// The stored bytes of `sha256`, if present and intact.
+    pub fn load(&self, sha256: &str) -> Option<Vec<u8>> {
+        let path = self.path(sha256);
+        let bytes = std::fs::read(&path).ok()?;
+        if sha256_hex(&bytes).eq_ignore_ascii_case(sha256) {
+            Some(bytes)
+        } else {
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+    }
+
+    pub fn save(&self, sha256: &str, bytes: &[u8]) -> Result<(), String> {
+        write_atomic(&self.path(sha256), bytes).map_err(|e| format!("cache-dir: {e}"))
+    }
+
+    /// Mark `sha256` as recently used (its mtime orders the warm start).
+    pub fn touch(&self, sha256: &str) {
+        if let Ok(f) = std::fs::File::options()
+            .append(true)
+            .open(self.path(sha256))
+        {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// Stored submodel hashes, most recently used first.
+    pub fn recent(&self) -> Vec<String> {
+        let mut v: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let sha = name.strip_suffix(".onnx")?.to_string();
+                Some((e.metadata().ok()?.modified().ok()?, sha))
+            })
+            .collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.into_iter().map(|(_, s)| s).collect()
+    }
+
+    pub fn save_manifest(&self, json: &[u8]) -> Result<(), String> {
+        write_atomic(&self.dir.join("manifest.json"), json).map_err(|e| format!("cache-dir: {e}"))
+    }
+
+    pub fn load_manifest(&self) -> Option<Manifest> {
+        let bytes = std::fs::read(self.dir.join("manifest.json")).ok()?;
+        let m: Manifest = serde_json::from_slice(&bytes).ok()?;
+        m.validate().ok()?;
+        Some(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_files_are_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), "set").unwrap();
+        let sha = sha256_hex(b"model");
+        s.save(&sha, b"model").unwrap();
+        assert_eq!(s.load(&sha).unwrap(), b"model");
+        assert_eq!(s.recent(), vec![sha.clone()]);
+        std::fs::write(d.path().join("set").join(format!("{sha}.onnx")), b"junk").unwrap();
+        assert!(s.load(&sha).is_none());
+        assert!(s.recent().is_empty(), "the corrupt file is removed");
+    }
+
+    #[test]
+    fn unwritable_dir_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let e = Store::open(&file, "set").unwrap_err();
+        assert!(e.starts_with("cache-dir"), "{e}");
+    }
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite: Rust workspace (unit, server, element, pipeline and end-to-end tests) and the
+# training package's tests. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --workspace --all-targets
+cargo test --workspace
+CACHENET_EDGE_BIN="$PWD/target/debug/cachenet-edge" python3 -m pytest -q models/tests
