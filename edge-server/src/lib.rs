@@ -383,3 +383,67 @@ async fn infer_handler(
     )
         .into_response())
 }
+
+/// A server running on its own thread and runtime (tests, benchmarks, embedding). Stops, after
+/// finishing in-flight requests, when dropped.
+pub struct Background {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Bind `addr` (e.g. `127.0.0.1:0`) and serve `state` in the background.
+    pub fn start(state: AppState, addr: &str) -> std::io::Result<Background> {
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let local = std_listener.local_addr()?;
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("cachenet-edge".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    match TcpListener::from_std(std_listener) {
+                        Ok(l) => {
+                            let stopped = async {
+                                let _ = stop_rx.await;
+                            };
+                            if let Err(e) = serve(l, state, stopped).await {
+                                tracing::error!("server: {e}");
+                            }
+                        }
+                        Err(e) => tracing::error!("listener: {e}"),
+                    }
+                })
+            })?;
+        Ok(Background {
+            addr: local,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -289,7 +289,7 @@ impl ElementImpl for CacheNetClassify {
 }
 
 fn settings_error(msg: impl std::fmt::Display) -> gst::ErrorMessage {
-    gst::error_msg!(gst::ResourceError::Settings, ["{}", msg])
+    gst::error_msg!(gst::ResourceError::Settings, ("{}", msg))
 }
 
 impl CacheNetClassify {
@@ -348,7 +348,7 @@ impl CacheNetClassify {
                         gst::element_imp_warning!(
                             self,
                             gst::ResourceError::Read,
-                            ["edge-url: {err}; using the manifest cached in cache-dir"]
+                            ("edge-url: {err}; using the manifest cached in cache-dir")
                         );
                         m
                     }
@@ -514,7 +514,7 @@ impl BaseTransformImpl for CacheNetClassify {
         roi.add_param(result_fields(RESULT_STRUCTURE, &result).build());
         gst::trace!(CAT, imp = self, "frame {frame_no}: {result:?}");
         for w in warnings {
-            gst::element_imp_warning!(self, gst::ResourceError::Read, ["{}", w]);
+            gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", w));
         }
         if recovered {
             gst::info!(CAT, imp = self, "edge server answers again");
