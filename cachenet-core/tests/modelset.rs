@@ -154,3 +154,53 @@ fn structural_errors() {
         assert!(e.contains(needle), "{needle}: {e}");
     }
 }
+
+/// The Python training maths wrote these vectors (`selector-vectors.json` beside the fixtures
+/// and in every shipped model set): the Rust selector must agree, so the two cannot drift.
+#[test]
+fn selector_agrees_with_the_training_maths() {
+    let mut files = vec![fixtures().join("selector-vectors.json")];
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    for e in std::fs::read_dir(&models).unwrap() {
+        let p = e.unwrap().path().join("selector-vectors.json");
+        if p.exists() {
+            files.push(p);
+        }
+    }
+    let mut cases = 0;
+    for f in &files {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+        let k = v["k"].as_u64().unwrap() as usize;
+        let sigma = v["sigma"].as_f64().unwrap();
+        let (tau, gamma) = (v["tau"].as_f64().unwrap(), v["gamma"].as_f64().unwrap());
+        let s13 = cachenet_core::selector::sigma_from_overlap(k, gamma, tau);
+        assert!(
+            (s13 - v["sigma_eq13"].as_f64().unwrap()).abs() < 1e-9,
+            "{}",
+            f.display()
+        );
+        for c in v["cases"].as_array().unwrap() {
+            let z = [
+                c["z"][0].as_f64().unwrap() as f32,
+                c["z"][1].as_f64().unwrap() as f32,
+            ];
+            let zd = [c["z"][0].as_f64().unwrap(), c["z"][1].as_f64().unwrap()];
+            let theta = cachenet_core::selector::angle(zd[0], zd[1]);
+            assert!((theta - c["theta"].as_f64().unwrap()).abs() < 1e-9, "{c}");
+            let codes = cachenet_core::selector::soft_codes(theta, k, sigma);
+            for (a, b) in codes.iter().zip(c["codes"].as_array().unwrap()) {
+                assert!((a - b.as_f64().unwrap()).abs() < 1e-9, "{c}");
+            }
+            // Points away from a sector boundary select the same submodel in f32.
+            let sel = cachenet_core::selector::select(z, k, sigma);
+            let want = c["submodel"].as_u64().unwrap() as u32;
+            let mut sorted = codes.clone();
+            sorted.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            if sorted.len() < 2 || sorted[0] - sorted[1] > 1e-6 {
+                assert_eq!(sel.submodel, want, "{c}");
+            }
+            cases += 1;
+        }
+    }
+    assert!(cases >= 50, "{cases} cases");
+}

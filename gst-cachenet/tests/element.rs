@@ -106,6 +106,12 @@ impl H {
         let s = roi
             .param("cachenet/classification")
             .expect("the classification param");
+        let typed = gstcachenet::result::Classification::from_buffer(&out).unwrap();
+        assert_eq!(typed.label, s.get::<String>("label").unwrap());
+        assert_eq!(
+            (typed.hit, typed.submodel),
+            (s.get("hit").unwrap(), s.get("submodel").unwrap())
+        );
         R {
             label: s.get("label").unwrap(),
             class_id: s.get("class-id").unwrap(),

@@ -10,7 +10,8 @@ PI = math.pi
 
 
 def t(*v):
-    return torch.tensor(v, dtype=torch.float64)
+    """A float64 tensor; a single number gives a 0-d tensor."""
+    return torch.tensor(v[0] if len(v) == 1 else v, dtype=torch.float64)
 
 
 def test_eq9_every_branch():

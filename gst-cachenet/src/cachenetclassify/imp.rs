@@ -15,6 +15,7 @@ use gst_video::prelude::*;
 use super::{Mode, Offload};
 use crate::edge::EdgeClient;
 use crate::frame::{FORMATS, Planes, Preprocessor};
+use crate::result::{RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
 use crate::runtime::{self, FrameResult, Runtime, Stats};
 use crate::store::Store;
 
@@ -32,12 +33,6 @@ const DEFAULT_THRESHOLD: f32 = -1.0;
 const DEFAULT_CACHE_SIZE: u32 = 1;
 const DEFAULT_TIMEOUT_MS: u32 = 1000;
 const DEFAULT_POST_MESSAGES: bool = true;
-
-/// Roi type of the `GstVideoRegionOfInterestMeta` the element attaches.
-pub const ROI_TYPE: &str = "cachenet";
-/// Name of the ROI param structure and of the bus message.
-pub const RESULT_STRUCTURE: &str = "cachenet/classification";
-pub const RESULT_MESSAGE: &str = "cachenet-result";
 
 #[derive(Debug, Clone)]
 struct Settings {

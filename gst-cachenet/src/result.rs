@@ -1,0 +1,69 @@
+//! Typed access for Rust applications to the results `cachenetclassify` attaches to buffers.
+//!
+//! ```no_run
+//! # fn f(buffer: &gst::BufferRef) {
+//! if let Some(r) = gstcachenet::result::Classification::from_buffer(buffer) {
+//!     println!("{} ({:.3} nats, hit: {}, from {})", r.label, r.entropy, r.hit, r.source);
+//! }
+//! # }
+//! ```
+
+/// Roi type of the `GstVideoRegionOfInterestMeta` the element attaches.
+pub const ROI_TYPE: &str = "cachenet";
+/// Name of the ROI param structure.
+pub const RESULT_STRUCTURE: &str = "cachenet/classification";
+/// Name of the per-frame element message.
+pub const RESULT_MESSAGE: &str = "cachenet-result";
+
+/// One frame's classification, as attached by `cachenetclassify`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub label: String,
+    /// -1 when nothing could classify the frame.
+    pub class_id: i32,
+    pub confidence: f64,
+    pub entropy: f64,
+    /// `device`, `edge` or `none`.
+    pub source: String,
+    pub hit: bool,
+    pub submodel: i32,
+    pub degraded: bool,
+}
+
+impl Classification {
+    /// Read from a `cachenet/classification` structure (ROI param or bus message).
+    pub fn from_structure(s: &gst::StructureRef) -> Option<Classification> {
+        Some(Classification {
+            label: s.get("label").ok()?,
+            class_id: s.get("class-id").ok()?,
+            confidence: s.get("confidence").ok()?,
+            entropy: s.get("entropy").ok()?,
+            source: s.get("source").ok()?,
+            hit: s.get("hit").ok()?,
+            submodel: s.get("submodel").ok()?,
+            degraded: s.get("degraded").ok()?,
+        })
+    }
+
+    /// The classification attached to `buffer`, if the element saw it.
+    pub fn from_buffer(buffer: &gst::BufferRef) -> Option<Classification> {
+        buffer
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .filter(|m| m.roi_type() == ROI_TYPE)
+            .find_map(|m| {
+                m.param(RESULT_STRUCTURE)
+                    .and_then(Classification::from_structure)
+            })
+    }
+
+    /// From a `cachenet-result` bus message.
+    pub fn from_message(msg: &gst::Message) -> Option<Classification> {
+        match msg.view() {
+            gst::MessageView::Element(e) => e
+                .structure()
+                .filter(|s| s.name() == RESULT_MESSAGE)
+                .and_then(Classification::from_structure),
+            _ => None,
+        }
+    }
+}
