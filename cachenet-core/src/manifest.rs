@@ -203,7 +203,7 @@ impl Manifest {
         if i.mean.len() != i.channels || i.std.len() != i.channels {
             return Err("input: mean and std need one value per channel".into());
         }
-        if i.std.iter().any(|s| !(*s > 0.0)) {
+        if !i.std.iter().all(|s| *s > 0.0) {
             return Err("input: std values must be positive".into());
         }
         let s = &self.selector;
@@ -217,7 +217,8 @@ impl Manifest {
                 self.submodels.len()
             ));
         }
-        if !(s.sigma > 0.0) || !(s.tau > 0.0 && s.tau < 1.0) || !(s.gamma >= 0.0) {
+        let valid = s.sigma > 0.0 && s.tau > 0.0 && s.tau < 1.0 && s.gamma >= 0.0;
+        if !valid {
             return Err("selector: need sigma > 0, 0 < tau < 1, gamma >= 0".into());
         }
         for (i, sm) in self.submodels.iter().enumerate() {
@@ -228,7 +229,8 @@ impl Manifest {
                 ));
             }
         }
-        if !(self.threshold > 0.0) || !self.threshold.is_finite() {
+        let valid = self.threshold > 0.0 && self.threshold.is_finite();
+        if !valid {
             return Err("threshold must be a positive number of nats".into());
         }
         for f in self.files() {

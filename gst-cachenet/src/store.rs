@@ -73,7 +73,7 @@ impl Store {
                 Some((e.metadata().ok()?.modified().ok()?, sha))
             })
             .collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|e| std::cmp::Reverse(e.0));
         v.into_iter().map(|(_, s)| s).collect()
     }
 
