@@ -2,12 +2,13 @@
 # Demo: replay the Fashion-MNIST test set grouped by label (the paper's replay) through
 # cachenetclassify against a local cachenet-edge serving the shipped model set, then print
 # hits, misses, swaps, accuracy and FPS.
-#   scripts/demo.sh [FRAMES]      (default 2000 frames: 200 per class)
+#   [MODE=cachenet|device|edge] scripts/demo.sh [FRAMES]   (default 2000 frames: 200 per class)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES="${1:-2000}"
 MODEL_DIR="${MODEL_DIR:-models/fashion-mnist}"
 PORT="${PORT:-8470}"
+MODE="${MODE:-cachenet}"
 DATA=".data/replay-grouped-$FRAMES"
 scripts/setup.sh >/dev/null
 cargo build --workspace --quiet
@@ -26,7 +27,7 @@ export GST_PLUGIN_PATH="$PWD/target/debug"
 START=$(date +%s.%N)
 gst-launch-1.0 -m multifilesrc location="$DATA/frame-%05d.png" index=0 stop-index=$((N - 1)) \
     caps="image/png,framerate=30/1" ! pngdec ! videoconvert ! \
-    cachenetclassify edge-url="http://127.0.0.1:$PORT" model-dir="$MODEL_DIR" ! \
+    cachenetclassify mode="$MODE" edge-url="http://127.0.0.1:$PORT" model-dir="$MODEL_DIR" ! \
     fakesink sync=false > .data/demo.log
 END=$(date +%s.%N)
 python3 scripts/summarize.py .data/demo.log "$DATA/labels.csv" "$(python3 -c "print($END - $START)")"
