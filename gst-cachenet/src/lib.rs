@@ -6,6 +6,7 @@ use gst::glib;
 mod cachenetclassify;
 pub mod edge;
 pub mod frame;
+pub mod meta;
 pub mod result;
 pub mod runtime;
 pub mod store;

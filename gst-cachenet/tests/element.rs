@@ -107,6 +107,12 @@ impl H {
             .param("cachenet/classification")
             .expect("the classification param");
         let typed = gstcachenet::result::Classification::from_buffer(&out).unwrap();
+        let rust = out
+            .meta::<gstcachenet::meta::CacheNetMeta>()
+            .expect("the Rust meta");
+        assert_eq!(rust.result().label, typed.label);
+        assert_eq!(rust.result().class_id, typed.class_id);
+        assert_eq!(rust.result().source.as_str(), typed.source);
         assert_eq!(typed.label, s.get::<String>("label").unwrap());
         assert_eq!(
             (typed.hit, typed.submodel),

@@ -504,9 +504,12 @@ impl BaseTransformImpl for CacheNetClassify {
         drop(guard);
 
         let pts = buf.pts();
-        let mut roi =
-            gst_video::VideoRegionOfInterestMeta::add(buf, ROI_TYPE, (0, 0, width, height));
-        roi.add_param(result_fields(RESULT_STRUCTURE, &result).build());
+        {
+            let mut roi =
+                gst_video::VideoRegionOfInterestMeta::add(buf, ROI_TYPE, (0, 0, width, height));
+            roi.add_param(result_fields(RESULT_STRUCTURE, &result).build());
+        }
+        crate::meta::CacheNetMeta::add(buf, result.clone());
         gst::trace!(CAT, imp = self, "frame {frame_no}: {result:?}");
         for w in warnings {
             gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", w));
