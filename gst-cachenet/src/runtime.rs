@@ -25,6 +25,9 @@ pub enum Mode {
     Device,
     /// Every frame offloaded.
     Edge,
+    /// The active cached submodel on every frame, never offloaded (the speed limit of CacheNet
+    /// at a 100 % hit rate).
+    SubmodelOnly,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +270,11 @@ impl Runtime {
         }
         if config.mode == Mode::Edge && edge.is_none() {
             return Err("mode=edge needs edge-url".into());
+        }
+        if config.mode == Mode::SubmodelOnly && initial.is_empty() {
+            return Err(
+                "mode=submodel-only needs a submodel: set model-dir (or a filled cache-dir)".into(),
+            );
         }
         let mut cache = SubmodelCache::new(config.cache_size);
         let mut active = None;
@@ -516,6 +524,18 @@ impl Runtime {
                 self.offload_sync(hwc, None)
             }
             Mode::CacheNet => self.process_cachenet(hwc),
+            Mode::SubmodelOnly => {
+                let active = self.active.expect("checked in new()");
+                match self.run_cached(active) {
+                    Some(c) => {
+                        let hit = c.is_hit(self.config.threshold);
+                        self.stats.hits += u64::from(hit);
+                        self.stats.misses += u64::from(!hit);
+                        self.result(&c, Source::Device, hit, Some(active))
+                    }
+                    None => self.none_result(),
+                }
+            }
         }
     }
 

@@ -140,7 +140,7 @@ impl ObjectImpl for CacheNetClassify {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("mode", DEFAULT_MODE)
                     .nick("Mode")
-                    .blurb("cachenet: cached submodel with offload on a miss; device: full model locally on every frame; edge: every frame offloaded")
+                    .blurb("cachenet: cached submodel with offload on a miss; device: full model locally on every frame; edge: every frame offloaded; submodel-only: the cached submodel on every frame, never offloaded")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecFloat::builder("threshold")
@@ -396,6 +396,7 @@ impl CacheNetClassify {
                 Mode::CacheNet => runtime::Mode::CacheNet,
                 Mode::Device => runtime::Mode::Device,
                 Mode::Edge => runtime::Mode::Edge,
+                Mode::SubmodelOnly => runtime::Mode::SubmodelOnly,
             },
             offload: match s.offload {
                 Offload::Sync => runtime::Offload::Sync,
@@ -495,7 +496,11 @@ impl BaseTransformImpl for CacheNetClassify {
             }
             pre.run(&planes, &mut state.hwc);
         }
+        let before = state.runtime.stats();
+        let spent_before = before.device_time_us + before.edge_time_us;
         let result = state.runtime.process(&state.hwc);
+        let after = state.runtime.stats();
+        let inference_us = (after.device_time_us + after.edge_time_us).saturating_sub(spent_before);
         let warnings = state.runtime.take_warnings();
         let recovered = state.runtime.take_recovered();
         let frame_no = state.frame;
@@ -520,6 +525,7 @@ impl BaseTransformImpl for CacheNetClassify {
         if post {
             let s = result_fields(RESULT_MESSAGE, &result)
                 .field("latency-us", started.elapsed().as_micros() as u64)
+                .field("inference-us", inference_us)
                 .field("pts", pts.map_or(u64::MAX, |p| p.nseconds()))
                 .field("frame", frame_no)
                 .build();

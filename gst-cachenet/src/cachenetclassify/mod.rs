@@ -28,6 +28,11 @@ pub enum Mode {
     Device = 1,
     #[enum_value(name = "Edge: every frame offloaded to the edge server", nick = "edge")]
     Edge = 2,
+    #[enum_value(
+        name = "Submodel only: the cached submodel on every frame, never offloaded",
+        nick = "submodel-only"
+    )]
+    SubmodelOnly = 3,
 }
 
 /// `offload` property values.

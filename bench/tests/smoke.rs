@@ -1,0 +1,57 @@
+//! A smoke run of the whole bench on a few dozen frames with the shipped model set: real
+//! cachenet-edge, real pipelines, emulated link. Needs `cargo build --workspace` first.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn bench_runs_every_mode_and_writes_its_outputs() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = tempfile_dir();
+    let st = Command::new(env!("CARGO_BIN_EXE_cachenet-bench"))
+        .current_dir(&root)
+        .args([
+            "--frames",
+            "40",
+            "--sequence",
+            "grouped",
+            "--device-cpu",
+            "0.5",
+            "--link",
+            "wifi",
+        ])
+        .args(["--sweep", "0.6"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let modes = json["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 4);
+    for m in modes {
+        assert_eq!(m["frames"], 40, "{m}");
+        assert!(m["fps"].as_f64().unwrap() > 0.0);
+        assert!(m["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    }
+    let by = |name: &str| modes.iter().find(|m| m["mode"] == name).unwrap();
+    assert_eq!(by("device")["agreement"], 1.0);
+    assert_eq!(by("edge")["bytes_up"].as_u64().unwrap() > 40 * 784, true);
+    assert_eq!(by("submodel-only")["bytes_up"], 0);
+    assert_eq!(json["sweep"].as_array().unwrap().len(), 1);
+    assert_eq!(json["settings"]["link"]["name"], "wifi");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("| device |") && md.contains("| cachenet |"),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cachenet-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
