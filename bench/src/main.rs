@@ -331,12 +331,63 @@ fn real_main() -> Result<(), String> {
         );
         sweep.push(row);
     }
+    // The element's own overhead (scaling, conversion, metadata, messages) at 640x480 RGB.
+    eprintln!("[overhead] submodel-only on 300 frames of 640x480 RGB ...");
+    let overhead_args: Vec<String> = [
+        "-m",
+        "videotestsrc",
+        "num-buffers=300",
+        "pattern=smpte",
+        "!",
+        "video/x-raw,format=RGB,width=640,height=480,framerate=30/1",
+        "!",
+        "cachenetclassify",
+        "mode=submodel-only",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("model-dir={}", a.model_dir.display()),
+        "!".into(),
+        "fakesink".into(),
+    ])
+    .collect();
+    let (stdout, _, ok) = run_measured(
+        "gst-launch-1.0",
+        &overhead_args,
+        &envs,
+        &limit,
+        pin.then_some(0),
+        Duration::from_secs(600),
+    )
+    .map_err(|e| e.to_string())?;
+    let msgs = report::parse_messages(&stdout);
+    if !ok || msgs.is_empty() {
+        return Err("the 640x480 overhead pipeline failed".into());
+    }
+    let overhead = report::summarize(
+        "overhead",
+        None,
+        &msgs,
+        &[],
+        None,
+        Default::default(),
+        (0, 0),
+    );
+    let per_frame_us = msgs.iter().map(|m| m.latency_us).sum::<u64>() as f64 / msgs.len() as f64;
+    eprintln!(
+        "    overhead {:.2} % of {per_frame_us:.0} us per frame",
+        100.0 * overhead.overhead
+    );
     let settings = serde_json::json!({
         "model_dir": a.model_dir, "sequence": a.sequence, "frames": n, "seed": a.seed,
         "device_cpu": limit.fraction, "cpu_limit_warning": warn, "link": link,
         "pinned": pin, "modes": modes,
     });
-    let json = serde_json::json!({ "settings": settings, "modes": rows, "sweep": sweep });
+    let json = serde_json::json!({
+        "settings": settings, "modes": rows, "sweep": sweep,
+        "overhead_640x480": { "fraction": overhead.overhead, "per_frame_us": per_frame_us, "frames": msgs.len() },
+    });
     let json_path = a.out.join("results.json");
     std::fs::write(&json_path, serde_json::to_vec_pretty(&json).expect("json"))
         .map_err(|e| e.to_string())?;
@@ -351,6 +402,11 @@ fn real_main() -> Result<(), String> {
         a.sequence,
         report::markdown(&rows)
     );
+    md.push_str(&format!(
+        "\nElement overhead at 640x480 RGB (everything but the model run, submodel-only): {:.2} % of {:.0} us per frame.\n",
+        100.0 * overhead.overhead,
+        per_frame_us
+    ));
     if !sweep.is_empty() {
         md.push_str("\nThreshold sweep (CacheNet):\n\n");
         md.push_str(&report::markdown(&sweep));

@@ -42,6 +42,7 @@ fn bench_runs_every_mode_and_writes_its_outputs() {
     assert_eq!(by("submodel-only")["bytes_up"], 0);
     assert_eq!(json["sweep"].as_array().unwrap().len(), 1);
     assert_eq!(json["settings"]["link"]["name"], "wifi");
+    assert!(json["overhead_640x480"]["fraction"].as_f64().unwrap() < 1.0);
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
         md.contains("| device |") && md.contains("| cachenet |"),
