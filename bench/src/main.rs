@@ -274,62 +274,49 @@ fn real_main() -> Result<(), String> {
         }
         Ok((msgs, usage, (after.0 - before.0, after.1 - before.1)))
     };
-    let mut rows: Vec<ModeReport> = Vec::new();
     let mut reference: Option<Vec<i32>> = None;
     let mut modes = a.modes.clone();
     // The device run gives the full model's answers for the agreement column: run it first.
     modes.sort_by_key(|m| m != "device");
-    for mode in &modes {
-        eprintln!(
-            "[{}/{}] mode {mode}: {n} frames ...",
-            rows.len() + 1,
-            modes.len() + a.sweep.len()
-        );
-        let (msgs, usage, bytes) = run(mode, None)?;
-        if mode == "device" {
-            let mut r = vec![-1; n];
-            for m in &msgs {
-                r[m.frame as usize] = m.class_id;
+    let total = modes.len() + a.sweep.len();
+    let mut measure =
+        |step: usize, mode: &str, threshold: Option<f64>| -> Result<ModeReport, String> {
+            let t = threshold
+                .map(|t| format!(" at T = {t}"))
+                .unwrap_or_default();
+            eprintln!("[{step}/{total}] {mode}{t}: {n} frames ...");
+            let (msgs, usage, bytes) = run(mode, threshold)?;
+            if mode == "device" {
+                let mut r = vec![-1; n];
+                for m in &msgs {
+                    r[m.frame as usize] = m.class_id;
+                }
+                reference = Some(r);
             }
-            reference = Some(r);
-        }
-        let row = report::summarize(
-            mode,
-            None,
-            &msgs,
-            &labels,
-            reference.as_deref(),
-            usage,
-            bytes,
-        );
-        eprintln!(
-            "    {:.1} FPS, accuracy {:.2} %, hit rate {:.1} %",
-            row.fps,
-            100.0 * row.accuracy,
-            100.0 * row.hit_rate
-        );
-        rows.push(row);
+            let row = report::summarize(
+                mode,
+                threshold,
+                &msgs,
+                &labels,
+                reference.as_deref(),
+                usage,
+                bytes,
+            );
+            eprintln!(
+                "    {:.1} FPS, accuracy {:.2} %, hit rate {:.1} %",
+                row.fps,
+                100.0 * row.accuracy,
+                100.0 * row.hit_rate
+            );
+            Ok(row)
+        };
+    let mut rows: Vec<ModeReport> = Vec::new();
+    for (i, mode) in modes.iter().enumerate() {
+        rows.push(measure(i + 1, mode, None)?);
     }
     let mut sweep = Vec::new();
-    for &t in &a.sweep {
-        eprintln!("[sweep] cachenet at T = {t} ...");
-        let (msgs, usage, bytes) = run("cachenet", Some(t))?;
-        let row = report::summarize(
-            "cachenet",
-            Some(t),
-            &msgs,
-            &labels,
-            reference.as_deref(),
-            usage,
-            bytes,
-        );
-        eprintln!(
-            "    {:.1} FPS, accuracy {:.2} %, hit rate {:.1} %",
-            row.fps,
-            100.0 * row.accuracy,
-            100.0 * row.hit_rate
-        );
-        sweep.push(row);
+    for (i, &t) in a.sweep.iter().enumerate() {
+        sweep.push(measure(modes.len() + i + 1, "cachenet", Some(t))?);
     }
     // The element's own overhead (scaling, conversion, metadata, messages) at 640x480 RGB.
     eprintln!("[overhead] submodel-only on 300 frames of 640x480 RGB ...");

@@ -435,13 +435,18 @@ impl Background {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Ask the server to stop (it stops accepting, finishes in-flight requests) without waiting.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+        self.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

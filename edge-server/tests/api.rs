@@ -1,50 +1,24 @@
 //! The edge server over real HTTP on 127.0.0.1:0: every endpoint and every error.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use cachenet_core::proto::{self, infer_request::Image};
 use cachenet_core::sha256_hex;
-use cachenet_edge::{AppState, Config};
+use cachenet_edge::{AppState, Background, Config};
 use prost::Message;
 
 fn tiny() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny")
 }
 
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+struct Server(Background);
 
 impl Server {
     fn start_with(state: AppState) -> Server {
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(l.local_addr().unwrap()).unwrap();
-                cachenet_edge::serve(l, state, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        Server {
-            addr: addr_rx.recv().unwrap(),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        Server(Background::start(state, "127.0.0.1:0").unwrap())
     }
 
     fn start(config: Config) -> Server {
@@ -52,22 +26,11 @@ impl Server {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.0.url())
     }
 
-    fn shutdown(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown();
+    fn addr(&self) -> std::net::SocketAddr {
+        self.0.addr()
     }
 }
 
@@ -366,7 +329,7 @@ fn bearer_token_is_required_when_configured() {
 /// Send the headers and half of an inference request body; the request then holds its slot.
 fn stalled_request(s: &Server) -> (TcpStream, Vec<u8>) {
     let body = raw_request(240).encode_to_vec();
-    let mut c = TcpStream::connect(s.addr).unwrap();
+    let mut c = TcpStream::connect(s.addr()).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         c,
@@ -435,15 +398,15 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     });
     let (c, body) = stalled_request(&s);
     wait_for_admission(&s);
-    let stop = s.stop.take().unwrap();
-    stop.send(()).unwrap();
+    s.0.stop();
     std::thread::sleep(Duration::from_millis(200));
     let answer = finish(c, &body);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("application/x-protobuf"));
-    s.shutdown();
+    let addr = s.addr();
+    drop(s);
     assert!(
-        TcpStream::connect(s.addr).is_err(),
+        TcpStream::connect(addr).is_err(),
         "listener closed after shutdown"
     );
 }
