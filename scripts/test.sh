@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --all-targets
 cargo test --workspace
-CACHENET_EDGE_BIN="$PWD/target/debug/cachenet-edge" python3 -m pytest -q models/tests
+CACHENET_EDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/cachenet-edge" python3 -m pytest -q models/tests
