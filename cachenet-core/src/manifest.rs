@@ -150,18 +150,18 @@ pub fn is_safe_name(name: &str) -> bool {
 }
 
 impl Manifest {
-    /// Parse and validate `dir/manifest.json` (structure only; see [`Manifest::verify_files`]).
+    /// Parse and validate `dir/manifest.json` (structure only; files are checked by
+    /// [`read_verified`]).
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| CoreError::io(&path, e))?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| CoreError::Manifest {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        manifest.validate().map_err(|message| CoreError::Manifest {
-            path: path.clone(),
-            message,
-        })?;
+        let bytes = std::fs::read(&path).map_err(|e| CoreError::io(&path, e))?;
+        Manifest::from_json(&bytes).map_err(|message| CoreError::Manifest { path, message })
+    }
+
+    /// Parse and validate a manifest received as JSON (from a file, the edge or a cache).
+    pub fn from_json(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        manifest.validate()?;
         Ok(manifest)
     }
 

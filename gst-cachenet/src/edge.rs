@@ -160,9 +160,7 @@ impl EdgeClient {
         if status != 200 {
             return Err(status_error(status, &bytes));
         }
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("edge sent an invalid manifest: {e}"))?;
-        m.validate()
+        let m = Manifest::from_json(&bytes)
             .map_err(|e| format!("edge sent an invalid manifest: {e}"))?;
         Ok((m, bytes))
     }

@@ -84,6 +84,7 @@ pub struct Stats {
     pub bytes_down: u64,
     pub device_time_us: u64,
     pub edge_time_us: u64,
+    /// -1 when no submodel is cached.
     pub active_submodel: i32,
 }
 
@@ -298,10 +299,7 @@ impl Runtime {
         };
         let n = manifest.input.len();
         Ok(Runtime {
-            stats: Stats {
-                active_submodel: active.map_or(-1, |a| a as i32),
-                ..Stats::default()
-            },
+            stats: Stats::default(),
             manifest,
             config,
             full,
@@ -322,8 +320,12 @@ impl Runtime {
         &self.manifest
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The counters, with the active submodel filled in.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            active_submodel: self.active.map_or(-1, |a| a as i32),
+            ..self.stats.clone()
+        }
     }
 
     /// Cached submodel ids, most recently used first.
@@ -406,7 +408,6 @@ impl Runtime {
             self.active = Some(id);
             self.stats.swaps += 1;
         }
-        self.stats.active_submodel = id as i32;
     }
 
     fn insert(&mut self, id: u32, model: Model) -> Result<(), String> {

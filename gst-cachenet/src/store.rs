@@ -83,9 +83,7 @@ impl Store {
 
     pub fn load_manifest(&self) -> Option<Manifest> {
         let bytes = std::fs::read(self.dir.join("manifest.json")).ok()?;
-        let m: Manifest = serde_json::from_slice(&bytes).ok()?;
-        m.validate().ok()?;
-        Some(m)
+        Manifest::from_json(&bytes).ok()
     }
 }
 

@@ -432,7 +432,7 @@ impl BaseTransformImpl for CacheNetClassify {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
         let state = self.build_state(&settings)?;
-        *self.stats.lock().unwrap() = state.runtime.stats().clone();
+        *self.stats.lock().unwrap() = state.runtime.stats();
         *self.state.lock().unwrap() = Some(state);
         Ok(())
     }
@@ -496,16 +496,16 @@ impl BaseTransformImpl for CacheNetClassify {
             }
             pre.run(&planes, &mut state.hwc);
         }
-        let before = state.runtime.stats();
-        let spent_before = before.device_time_us + before.edge_time_us;
+        let spent = |s: &Stats| s.device_time_us + s.edge_time_us;
+        let spent_before = spent(&state.runtime.stats());
         let result = state.runtime.process(&state.hwc);
-        let after = state.runtime.stats();
-        let inference_us = (after.device_time_us + after.edge_time_us).saturating_sub(spent_before);
+        let stats = state.runtime.stats();
+        let inference_us = spent(&stats).saturating_sub(spent_before);
         let warnings = state.runtime.take_warnings();
         let recovered = state.runtime.take_recovered();
         let frame_no = state.frame;
         state.frame += 1;
-        *self.stats.lock().unwrap() = state.runtime.stats().clone();
+        *self.stats.lock().unwrap() = stats;
         drop(guard);
 
         let pts = buf.pts();
