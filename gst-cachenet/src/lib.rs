@@ -3,6 +3,8 @@
 
 use gst::glib;
 
+#[cfg(feature = "analytics")]
+pub mod analytics;
 mod cachenetclassify;
 pub mod edge;
 pub mod frame;

@@ -515,6 +515,14 @@ impl BaseTransformImpl for CacheNetClassify {
             roi.add_param(result_fields(RESULT_STRUCTURE, &result).build());
         }
         crate::meta::CacheNetMeta::add(buf, result.clone());
+        #[cfg(feature = "analytics")]
+        if let Err(e) = crate::analytics::attach(buf, &result) {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "cannot add the analytics classification: {e}"
+            );
+        }
         gst::trace!(CAT, imp = self, "frame {frame_no}: {result:?}");
         for w in warnings {
             gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", w));
