@@ -29,9 +29,9 @@ struct Args {
     /// Fraction of one CPU for the device pipeline (cgroup v1 quota, needs root); 0: no limit.
     #[arg(long, default_value_t = 0.25)]
     device_cpu: f64,
-    /// Link profile: ethernet, wifi, lte, none.
-    #[arg(long, default_value = "wifi")]
-    link: String,
+    /// Link profiles, one table each: ethernet, wifi, lte, none.
+    #[arg(long, value_delimiter = ',', default_value = "ethernet,wifi,lte")]
+    link: Vec<String>,
     /// Custom link round-trip time (overrides --link).
     #[arg(long)]
     rtt_ms: Option<f64>,
@@ -45,9 +45,16 @@ struct Args {
         default_value = "device,edge,cachenet,submodel-only"
     )]
     modes: Vec<String>,
-    /// Thresholds for the CacheNet sweep (empty: no sweep).
-    #[arg(long, value_delimiter = ',', default_value = "0.2,0.6,1.0,1.5")]
+    /// Thresholds for the CacheNet sweep on the first link (empty: no sweep).
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.3,0.6,1.0")]
     sweep: Vec<f64>,
+    /// cache-size values for CacheNet on the first link (empty: none).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    cache_sizes: Vec<u32>,
+    /// Also run Device and CacheNet on this second sequence (random-length class runs) on the
+    /// first link ("": none).
+    #[arg(long, default_value = "segments")]
+    compare_sequence: String,
     /// Output folder.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -60,25 +67,20 @@ fn exe_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/debug"))
 }
 
-fn frames_folder(a: &Args) -> Result<PathBuf, String> {
-    let p = PathBuf::from(&a.sequence);
+fn frames_folder(a: &Args, sequence: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(sequence);
     if p.join("labels.csv").exists() {
         return Ok(p);
     }
-    if !["grouped", "segments", "shuffled"].contains(&a.sequence.as_str()) {
+    if !["grouped", "segments", "shuffled", "camera"].contains(&sequence) {
         return Err(format!(
-            "--sequence {}: not a frame folder with labels.csv nor a known order",
-            a.sequence
+            "--sequence {sequence}: not a frame folder with labels.csv nor a known order"
         ));
     }
-    let dir = PathBuf::from(format!(
-        ".data/bench-{}-{}-{}",
-        a.sequence, a.frames, a.seed
-    ));
+    let dir = PathBuf::from(format!(".data/bench-{sequence}-{}-{}", a.frames, a.seed));
     if !dir.join("labels.csv").exists() {
         eprintln!(
-            "generating the {} replay ({} frames) in {}",
-            a.sequence,
+            "generating the {sequence} replay ({} frames) in {}",
             a.frames,
             dir.display()
         );
@@ -91,7 +93,7 @@ fn frames_folder(a: &Args) -> Result<PathBuf, String> {
                 "cachenet_train",
                 "replay",
                 "--order",
-                &a.sequence,
+                sequence,
                 "--seed",
                 &a.seed.to_string(),
             ])
@@ -153,39 +155,66 @@ fn main() {
     }
 }
 
+/// CPU seconds (user + system) of process `pid` so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // fields 14 and 15 of stat (utime, stime) are 12 and 13 after the command name
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn link_of(name: &str) -> Result<Option<Link>, String> {
+    if name == "none" {
+        return Ok(None);
+    }
+    Link::named(name)
+        .map(Some)
+        .ok_or_else(|| format!("unknown --link {name}"))
+}
+
 fn real_main() -> Result<(), String> {
     let a = Args::parse();
-    let link = match (a.rtt_ms, a.mbps) {
-        (Some(rtt_ms), Some(mbps)) => Some(Link {
+    let links: Vec<Option<Link>> = match (a.rtt_ms, a.mbps) {
+        (Some(rtt_ms), Some(mbps)) => vec![Some(Link {
             name: "custom".into(),
             rtt_ms,
             mbps,
-        }),
+        })],
         (Some(_), None) | (None, Some(_)) => return Err("--rtt-ms and --mbps go together".into()),
-        (None, None) if a.link == "none" => None,
-        (None, None) => {
-            Some(Link::named(&a.link).ok_or_else(|| format!("unknown --link {}", a.link))?)
-        }
+        (None, None) => a
+            .link
+            .iter()
+            .map(|l| link_of(l))
+            .collect::<Result<_, _>>()?,
     };
-    let frames = frames_folder(&a)?;
+    if links.is_empty() {
+        return Err("--link: name at least one link".into());
+    }
+    let frames = frames_folder(&a, &a.sequence)?;
     let labels = read_labels(&frames)?;
     let n = labels.len();
     std::fs::create_dir_all(&a.out).map_err(|e| format!("--out: {e}"))?;
     let bin = exe_dir();
+    let build = if bin.ends_with("release") {
+        "release"
+    } else {
+        eprintln!(
+            "warning: {} is not a release build: speed figures are not representative \
+             (cargo build --release --workspace, then target/release/cachenet-bench)",
+            bin.display()
+        );
+        "debug"
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
     let edge_url = format!("http://127.0.0.1:{port}");
     let pin = which("taskset");
-    let mut edge_cmd = if pin {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "1"]).arg(bin.join("cachenet-edge"));
-        c
-    } else {
-        Command::new(bin.join("cachenet-edge"))
-    };
-    let _edge = Kill(
+    let mut edge_cmd = Command::new(bin.join("cachenet-edge"));
+    let edge = Kill(
         edge_cmd
             .arg("--model-dir")
             .arg(&a.model_dir)
@@ -195,6 +224,14 @@ fn real_main() -> Result<(), String> {
             .spawn()
             .map_err(|e| format!("cachenet-edge ({}): {e}", bin.display()))?,
     );
+    let edge_pid = edge.0.id();
+    if pin {
+        // The edge on CPU 1, the device pipeline on CPU 0.
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &edge_pid.to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(2)))
@@ -212,32 +249,49 @@ fn real_main() -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let proxy = match &link {
-        Some(l) => Some(
-            Proxy::start(
-                format!("127.0.0.1:{port}").parse().expect("addr"),
-                l.clone(),
-            )
-            .map_err(|e| e.to_string())?,
-        ),
-        None => None,
+    if pin {
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &edge_pid.to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
+    let mut proxies = Vec::new();
+    for l in &links {
+        proxies.push(match l {
+            Some(l) => Some(
+                Proxy::start(
+                    format!("127.0.0.1:{port}").parse().expect("addr"),
+                    l.clone(),
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        });
+    }
+    let url_of = |i: usize| {
+        proxies[i]
+            .as_ref()
+            .map_or(edge_url.clone(), |p| format!("http://{}", p.addr()))
     };
-    let device_edge_url = proxy
-        .as_ref()
-        .map_or(edge_url.clone(), |p| format!("http://{}", p.addr()));
     let fraction = (a.device_cpu > 0.0).then_some(a.device_cpu);
     let (limit, warn) = CpuLimit::new(fraction);
     if let Some(w) = &warn {
         eprintln!("warning: {w}");
     }
     let envs = vec![("GST_PLUGIN_PATH".to_string(), bin.display().to_string())];
-    let run = |mode: &str, threshold: Option<f64>| -> Result<RunOutput, String> {
+    // One pipeline run: (messages, swap messages, usage, bytes, edge CPU seconds).
+    let run = |dir: &Path,
+               count: usize,
+               mode: &str,
+               url: &str,
+               extra: &[String]|
+     -> Result<(RunOutput, Vec<report::SwapMsg>, f64), String> {
         let mut args: Vec<String> = vec![
             "-m".into(),
             "multifilesrc".into(),
-            format!("location={}/frame-%05d.png", frames.display()),
+            format!("location={}/frame-%05d.png", dir.display()),
             "index=0".into(),
-            format!("stop-index={}", n - 1),
+            format!("stop-index={}", count - 1),
             "caps=image/png,framerate=30/1".into(),
             "!".into(),
             "pngdec".into(),
@@ -246,15 +300,14 @@ fn real_main() -> Result<(), String> {
             "!".into(),
             "cachenetclassify".into(),
             format!("mode={mode}"),
-            format!("edge-url={device_edge_url}"),
+            format!("edge-url={url}"),
             format!("model-dir={}", a.model_dir.display()),
             "timeout-ms=5000".into(),
         ];
-        if let Some(t) = threshold {
-            args.push(format!("threshold={t}"));
-        }
+        args.extend(extra.iter().cloned());
         args.extend(["!".into(), "fakesink".into(), "sync=false".into()]);
         let before = edge_bytes(&agent, &edge_url);
+        let cpu_before = cpu_seconds(edge_pid);
         let (stdout, usage, ok) = run_measured(
             "gst-launch-1.0",
             &args,
@@ -264,59 +317,168 @@ fn real_main() -> Result<(), String> {
             Duration::from_secs(3600),
         )
         .map_err(|e| e.to_string())?;
+        let edge_cpu = cpu_seconds(edge_pid) - cpu_before;
         let after = edge_bytes(&agent, &edge_url);
         let msgs = report::parse_messages(&stdout);
-        if !ok || msgs.len() != n {
+        if !ok || msgs.len() != count {
             return Err(format!(
-                "{mode}: the pipeline produced {} of {n} results",
+                "{mode}: the pipeline produced {} of {count} results",
                 msgs.len()
             ));
         }
-        Ok((msgs, usage, (after.0 - before.0, after.1 - before.1)))
+        let swaps = report::parse_swaps(&stdout);
+        Ok((
+            (msgs, usage, (after.0 - before.0, after.1 - before.1)),
+            swaps,
+            edge_cpu,
+        ))
     };
-    let mut reference: Option<Vec<i32>> = None;
     let mut modes = a.modes.clone();
     // The device run gives the full model's answers for the agreement column: run it first.
     modes.sort_by_key(|m| m != "device");
-    let total = modes.len() + a.sweep.len();
-    let mut measure =
-        |step: usize, mode: &str, threshold: Option<f64>| -> Result<ModeReport, String> {
-            let t = threshold
-                .map(|t| format!(" at T = {t}"))
-                .unwrap_or_default();
-            eprintln!("[{step}/{total}] {mode}{t}: {n} frames ...");
-            let (msgs, usage, bytes) = run(mode, threshold)?;
-            if mode == "device" {
-                let mut r = vec![-1; n];
-                for m in &msgs {
-                    r[m.frame as usize] = m.class_id;
-                }
-                reference = Some(r);
+    let mut step = 0;
+    let mut measure = |what: &str,
+                       dir: &Path,
+                       labels: &[i32],
+                       reference: &mut Option<Vec<i32>>,
+                       mode: &str,
+                       url: &str,
+                       threshold: Option<f64>,
+                       extra: Vec<String>|
+     -> Result<ModeReport, String> {
+        step += 1;
+        let count = labels.len();
+        eprintln!(
+            "[{step}] {what}: {mode} {} ({count} frames) ...",
+            extra.join(" ")
+        );
+        let mut extra = extra;
+        if let Some(t) = threshold {
+            extra.push(format!("threshold={t}"));
+        }
+        let ((msgs, usage, bytes), swaps, edge_cpu) = run(dir, count, mode, url, &extra)?;
+        if mode == "device" {
+            let mut r = vec![-1; count];
+            for m in &msgs {
+                r[m.frame as usize] = m.class_id;
             }
-            let row = report::summarize(
-                mode,
-                threshold,
-                &msgs,
-                &labels,
-                reference.as_deref(),
-                usage,
-                bytes,
-            );
-            eprintln!(
-                "    {:.1} FPS, accuracy {:.2} %, hit rate {:.1} %",
-                row.fps,
-                100.0 * row.accuracy,
-                100.0 * row.hit_rate
-            );
-            Ok(row)
-        };
-    let mut rows: Vec<ModeReport> = Vec::new();
-    for (i, mode) in modes.iter().enumerate() {
-        rows.push(measure(i + 1, mode, None)?);
+            *reference = Some(r);
+        }
+        let mut row = report::summarize(
+            mode,
+            threshold,
+            &msgs,
+            labels,
+            reference.as_deref(),
+            usage,
+            bytes,
+        )
+        .with_edge_cpu(edge_cpu);
+        row.swap_costs = report::summarize_swaps(&swaps);
+        eprintln!(
+            "    {:.1} FPS (pipeline), {:.1} element FPS, accuracy {:.2} %, hit rate {:.1} %",
+            row.fps,
+            row.fps_element,
+            100.0 * row.accuracy,
+            100.0 * row.hit_rate
+        );
+        Ok(row)
+    };
+    // Device and submodel-only never touch the network: measured once, shown in every link's
+    // table; Edge and CacheNet per link.
+    let mut reference = None;
+    let mut local_rows = Vec::new();
+    for m in modes
+        .iter()
+        .filter(|m| *m == "device" || *m == "submodel-only")
+    {
+        local_rows.push(measure(
+            "local",
+            &frames,
+            &labels,
+            &mut reference,
+            m,
+            &url_of(0),
+            None,
+            vec![],
+        )?);
     }
+    let link_name = |l: &Option<Link>| l.as_ref().map_or("none".to_string(), |l| l.name.clone());
+    let mut per_link: Vec<(String, Vec<ModeReport>)> = Vec::new();
+    for (i, l) in links.iter().enumerate() {
+        let mut rows: Vec<ModeReport> = Vec::new();
+        for m in &modes {
+            if m == "device" || m == "submodel-only" {
+                rows.push(
+                    local_rows
+                        .iter()
+                        .find(|r| &r.mode == m)
+                        .expect("measured")
+                        .clone(),
+                );
+            } else {
+                rows.push(measure(
+                    &link_name(l),
+                    &frames,
+                    &labels,
+                    &mut reference,
+                    m,
+                    &url_of(i),
+                    None,
+                    vec![],
+                )?);
+            }
+        }
+        per_link.push((link_name(l), rows));
+    }
+    let first = link_name(&links[0]);
     let mut sweep = Vec::new();
-    for (i, &t) in a.sweep.iter().enumerate() {
-        sweep.push(measure(modes.len() + i + 1, "cachenet", Some(t))?);
+    for &t in &a.sweep {
+        sweep.push(measure(
+            &first,
+            &frames,
+            &labels,
+            &mut reference,
+            "cachenet",
+            &url_of(0),
+            Some(t),
+            vec![],
+        )?);
+    }
+    let mut cache_rows = Vec::new();
+    for &c in &a.cache_sizes {
+        let mut row = measure(
+            &first,
+            &frames,
+            &labels,
+            &mut reference,
+            "cachenet",
+            &url_of(0),
+            None,
+            vec![format!("cache-size={c}")],
+        )?;
+        row.mode = format!("cachenet cache-size={c}");
+        cache_rows.push(row);
+    }
+    let mut compare_rows = Vec::new();
+    if !a.compare_sequence.is_empty() {
+        let dir2 = frames_folder(&a, &a.compare_sequence)?;
+        let labels2 = read_labels(&dir2)?;
+        let mut reference2 = None;
+        for m in ["device", "cachenet"] {
+            let mut row = measure(
+                &first,
+                &dir2,
+                &labels2,
+                &mut reference2,
+                m,
+                &url_of(0),
+                None,
+                vec![],
+            )?;
+            row.mode = format!("{m} ({})", a.compare_sequence);
+            compare_rows.push(row);
+        }
     }
     // The element's own overhead (scaling, conversion, metadata, messages) at 640x480 RGB.
     eprintln!("[overhead] submodel-only on 300 frames of 640x480 RGB ...");
@@ -366,37 +528,108 @@ fn real_main() -> Result<(), String> {
         "    overhead {:.2} % of {per_frame_us:.0} us per frame",
         100.0 * overhead.overhead
     );
+    let headline = per_link[0].1.clone();
     let settings = serde_json::json!({
         "model_dir": a.model_dir, "sequence": a.sequence, "frames": n, "seed": a.seed,
-        "device_cpu": limit.fraction, "cpu_limit_warning": warn, "link": link,
-        "pinned": pin, "modes": modes,
+        "device_cpu": limit.fraction, "cpu_limit_warning": warn, "link": links[0],
+        "links": links, "pinned": pin, "modes": modes, "build": build,
+        "compare_sequence": a.compare_sequence,
     });
+    let links_json: serde_json::Map<String, serde_json::Value> = per_link
+        .iter()
+        .map(|(name, rows)| (name.clone(), serde_json::json!(rows)))
+        .collect();
     let json = serde_json::json!({
-        "settings": settings, "modes": rows, "sweep": sweep,
+        "settings": settings, "modes": headline, "links": links_json, "sweep": sweep,
+        "cache_sizes": cache_rows, "compare_sequence": compare_rows,
         "overhead_640x480": { "fraction": overhead.overhead, "per_frame_us": per_frame_us, "frames": msgs.len() },
     });
     let json_path = a.out.join("results.json");
     std::fs::write(&json_path, serde_json::to_vec_pretty(&json).expect("json"))
         .map_err(|e| e.to_string())?;
-    let link_text = link.as_ref().map_or("no link emulation".to_string(), |l| {
-        format!("link {} ({} ms RTT, {} Mbit/s)", l.name, l.rtt_ms, l.mbps)
-    });
     let cpu_text = limit.fraction.map_or("no CPU limit".to_string(), |f| {
         format!("device CPU {f} of one core")
     });
     let mut md = format!(
-        "Sequence {} ({n} frames), {cpu_text}, {link_text}.\n\n{}",
-        a.sequence,
-        report::markdown(&rows)
+        "Sequence {} ({n} frames), {cpu_text}, {build} build. FPS is the wall clock of the whole \
+         pipeline (multifilesrc ! pngdec ! videoconvert ! cachenetclassify ! fakesink, start-up \
+         included); element FPS counts the element's own time only. Device and submodel-only \
+         do not use the network: measured once, shown under every link.\n",
+        a.sequence
     );
+    for ((name, rows), l) in per_link.iter().zip(&links) {
+        let link_text = l.as_ref().map_or("no link emulation".to_string(), |l| {
+            format!("{} ms RTT, {} Mbit/s", l.rtt_ms, l.mbps)
+        });
+        md.push_str(&format!(
+            "\n### Link {name} ({link_text})\n\n{}",
+            report::markdown(rows)
+        ));
+        let fps = |m: &str| rows.iter().find(|r| r.mode == m).map(|r| r.fps);
+        if let (Some(c), Some(d), Some(e)) = (fps("cachenet"), fps("device"), fps("edge")) {
+            md.push_str(&format!(
+                "\nCacheNet: {:.2} x Device, {:.2} x Edge{}.\n",
+                c / d,
+                c / e,
+                fps("submodel-only")
+                    .map(|s| format!(", {:.2} x submodel-only", c / s))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     md.push_str(&format!(
         "\nElement overhead at 640x480 RGB (everything but the model run, submodel-only): {:.2} % of {:.0} us per frame.\n",
         100.0 * overhead.overhead,
         per_frame_us
     ));
     if !sweep.is_empty() {
-        md.push_str("\nThreshold sweep (CacheNet):\n\n");
+        md.push_str(&format!("\nThreshold sweep (CacheNet, link {first}):\n\n"));
         md.push_str(&report::markdown(&sweep));
+    }
+    if !cache_rows.is_empty() {
+        md.push_str(&format!("\ncache-size (CacheNet, link {first}):\n\n"));
+        md.push_str(&report::markdown(&cache_rows));
+    }
+    if !compare_rows.is_empty() {
+        md.push_str(&format!(
+            "\nSequence {} (link {first}):\n\n{}",
+            a.compare_sequence,
+            report::markdown(&compare_rows)
+        ));
+    }
+    let swap_rows: Vec<(String, &ModeReport)> = per_link
+        .iter()
+        .flat_map(|(name, rows)| {
+            rows.iter()
+                .map(move |r| (format!("{} ({name})", r.mode), r))
+        })
+        .chain(cache_rows.iter().map(|r| (r.mode.clone(), r)))
+        .filter(|(_, r)| r.swap_costs.fetched + r.swap_costs.plan_reuses > 0)
+        .collect();
+    if !swap_rows.is_empty() {
+        md.push_str(
+            "\nSwap costs (medians per fetched submodel; device work = verify + store + parse + \
+             optimise + first run, on the swap worker; wait = miss to submodel usable):\n\n\
+             | run | fetched | kept plans reused | download | verify | store | parse | optimise | first run | device work | wait |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for (name, r) in &swap_rows {
+            let s = &r.swap_costs;
+            let ms = |us: u64| format!("{:.1} ms", us as f64 / 1000.0);
+            md.push_str(&format!(
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                s.fetched,
+                s.plan_reuses,
+                ms(s.median_download_us),
+                ms(s.median_verify_us),
+                ms(s.median_store_us),
+                ms(s.median_parse_us),
+                ms(s.median_optimise_us),
+                ms(s.median_first_run_us),
+                ms(s.median_device_work_us),
+                ms(s.median_wait_us)
+            ));
+        }
     }
     std::fs::write(a.out.join("results.md"), &md).map_err(|e| e.to_string())?;
     println!("{md}");

@@ -44,10 +44,16 @@ fn summary_numbers() {
     );
     assert_eq!(r.frames, 4);
     assert!(
-        (r.fps - 4.0 / 0.010).abs() < 1e-9,
+        (r.fps_element - 4.0 / 0.010).abs() < 1e-9,
         "4 frames in 10 ms of element time"
     );
-    assert!((r.fps_wall - 2.0).abs() < 1e-9);
+    assert!(
+        (r.fps - 2.0).abs() < 1e-9,
+        "the headline is the wall clock: 4 frames in 2 s"
+    );
+    let r = r.with_edge_cpu(0.2);
+    assert!((r.edge_cpu_s_per_1000 - 50.0).abs() < 1e-9);
+    assert!((r.cameras_per_edge_core.unwrap() - 1000.0 / 30.0 / 50.0).abs() < 1e-9);
     assert!((r.accuracy - 0.75).abs() < 1e-9);
     assert!((r.agreement.unwrap() - 1.0).abs() < 1e-9);
     assert!((r.hit_rate - 0.5).abs() < 1e-9);
@@ -61,7 +67,24 @@ fn summary_numbers() {
     assert!((r.overhead - (1.0 - 9.0 / 10.0)).abs() < 1e-9);
     let md = markdown(&[r]);
     assert!(
-        md.contains("| cachenet (T = 0.6) | 400.0 | 75.00 % | 100.00 % | 50.0 % | 25 % | 50 MB |"),
+        md.contains(
+            "| cachenet (T = 0.6) | 2.0 | 400.0 | 75.00 % | 100.00 % | 50.0 % | 25 % | 50 MB |"
+        ),
         "{md}"
     );
+}
+
+#[test]
+fn swap_messages_and_medians() {
+    let text = "\
+Got message #1 from element \"cachenetclassify0\" (element): cachenet-swap, submodel=(uint)2, fetched=(boolean)true, bytes=(guint64)1000, download-us=(guint64)300, verify-us=(guint64)10, store-us=(guint64)0, parse-us=(guint64)500, optimise-us=(guint64)900, first-run-us=(guint64)90, wait-us=(guint64)2000;
+Got message #2 from element \"cachenetclassify0\" (element): cachenet-swap, submodel=(uint)1, fetched=(boolean)false, bytes=(guint64)0, download-us=(guint64)0, verify-us=(guint64)0, store-us=(guint64)0, parse-us=(guint64)0, optimise-us=(guint64)0, first-run-us=(guint64)0, wait-us=(guint64)5;
+";
+    let s = cachenet_bench::report::parse_swaps(text);
+    assert_eq!(s.len(), 2);
+    assert_eq!((s[0].submodel, s[0].fetched, s[0].parse_us), (2, true, 500));
+    let m = cachenet_bench::report::summarize_swaps(&s);
+    assert_eq!((m.fetched, m.plan_reuses), (1, 1));
+    assert_eq!(m.median_device_work_us, 10 + 500 + 900 + 90);
+    assert_eq!(m.median_wait_us, 2000);
 }

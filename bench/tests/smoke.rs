@@ -20,7 +20,14 @@ fn bench_runs_every_mode_and_writes_its_outputs() {
             "--link",
             "wifi",
         ])
-        .args(["--sweep", "0.6"])
+        .args([
+            "--sweep",
+            "0.6",
+            "--cache-sizes",
+            "2",
+            "--compare-sequence",
+            "",
+        ])
         .arg("--out")
         .arg(&out)
         .output()
@@ -41,6 +48,13 @@ fn bench_runs_every_mode_and_writes_its_outputs() {
     assert!(by("edge")["bytes_up"].as_u64().unwrap() > 40 * 784);
     assert_eq!(by("submodel-only")["bytes_up"], 0);
     assert_eq!(json["sweep"].as_array().unwrap().len(), 1);
+    assert_eq!(json["cache_sizes"].as_array().unwrap().len(), 1);
+    assert_eq!(json["links"]["wifi"].as_array().unwrap().len(), 4);
+    for m in modes {
+        assert!(m["fps_element"].as_f64().unwrap() > 0.0);
+    }
+    // Edge mode: the edge does the work; its CPU time is measured.
+    assert!(by("edge")["edge_cpu_s_per_1000"].as_f64().unwrap() > 0.0);
     assert_eq!(json["settings"]["link"]["name"], "wifi");
     assert!(json["overhead_640x480"]["fraction"].as_f64().unwrap() < 1.0);
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();

@@ -11,6 +11,15 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::{CoreError, Result};
 
+/// Where the time of loading a model went (microseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadTimings {
+    /// ONNX protobuf parse, analysis and typing.
+    pub parse_us: u64,
+    /// Decluttering, optimisation and the runnable plan.
+    pub optimise_us: u64,
+}
+
 /// An optimised ONNX model with a fixed input shape and a flat f32 output.
 #[derive(Clone)]
 pub struct Model {
@@ -47,6 +56,17 @@ impl Model {
         input_shape: [usize; 4],
         output_len: usize,
     ) -> Result<Model> {
+        Self::from_bytes_timed(name, bytes, input_shape, output_len).map(|(m, _)| m)
+    }
+
+    /// [`Model::from_bytes`], with the time spent parsing and optimising.
+    pub fn from_bytes_timed(
+        name: &str,
+        bytes: &[u8],
+        input_shape: [usize; 4],
+        output_len: usize,
+    ) -> Result<(Model, LoadTimings)> {
+        let t0 = std::time::Instant::now();
         let onnx = tract_onnx::onnx();
         let model = onnx
             .model_for_read(&mut std::io::Cursor::new(bytes))
@@ -87,9 +107,14 @@ impl Model {
                 });
             }
         }
-        let plan = model
+        let typed = model
             .with_input_fact(0, f32::fact(input_shape).into())
-            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_typed())
+            .map_err(|e| model_err(name, e))?;
+        let parse_us = t0.elapsed().as_micros() as u64;
+        let t1 = std::time::Instant::now();
+        let plan = typed
+            .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| model_err(name, e))?;
         let out_shape = plan
@@ -110,12 +135,19 @@ impl Model {
                 ),
             });
         }
-        Ok(Model {
-            name: name.to_string(),
-            plan,
-            input_shape,
-            output_len,
-        })
+        let optimise_us = t1.elapsed().as_micros() as u64;
+        Ok((
+            Model {
+                name: name.to_string(),
+                plan,
+                input_shape,
+                output_len,
+            },
+            LoadTimings {
+                parse_us,
+                optimise_us,
+            },
+        ))
     }
 
     pub fn name(&self) -> &str {

@@ -15,7 +15,9 @@
 //! }
 //! ```
 //! Classifier models (full and submodels) take `1xCxHxW` f32 and output `1xN` logits, N the
-//! number of labels; the selector takes the same input and outputs the 2-D point `1x2`.
+//! number of labels. The selector outputs the 2-D point `1x2`; its `input` says what it takes:
+//! `"image"` (the default, the paper's S-InfoVAE encoder: the same input as the classifiers) or
+//! `"probabilities"` (the class-consistent selector: the full model's softmax as `1xNx1x1`).
 
 use std::path::{Path, PathBuf};
 
@@ -78,6 +80,17 @@ pub struct ModelFile {
     pub size: u64,
 }
 
+/// What the selector network takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectorInput {
+    /// The frame, normalised like the classifiers' input (the paper's S-InfoVAE encoder).
+    #[default]
+    Image,
+    /// The full model's class probabilities, `1xNx1x1`.
+    Probabilities,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectorSpec {
@@ -92,9 +105,20 @@ pub struct SelectorSpec {
     pub tau: f64,
     /// Overlap ratio gamma.
     pub gamma: f64,
+    /// What the selector takes (absent: the image).
+    #[serde(default)]
+    pub input: SelectorInput,
 }
 
 impl SelectorSpec {
+    /// The selector's input tensor shape for a manifest with `input` and `classes` labels.
+    pub fn input_shape(&self, input: &InputSpec, classes: usize) -> [usize; 4] {
+        match self.input {
+            SelectorInput::Image => input.shape(),
+            SelectorInput::Probabilities => [1, classes, 1, 1],
+        }
+    }
+
     pub fn model_file(&self) -> ModelFile {
         ModelFile {
             file: self.file.clone(),

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::engine::Model;
-use crate::manifest::{Manifest, ModelFile, read_verified};
+use crate::engine::{LoadTimings, Model};
+use crate::manifest::{Manifest, ModelFile, SelectorInput, read_verified};
 use crate::maths::Classification;
 use crate::selector::{self, Selection};
 use crate::{CoreError, Result};
@@ -33,18 +33,33 @@ pub fn load_classifier(manifest: &Manifest, name: &str, bytes: &[u8]) -> Result<
     Model::from_bytes(name, bytes, manifest.input.shape(), manifest.labels.len())
 }
 
-fn load_file(dir: &Path, entry: &ModelFile, output_len: usize, m: &Manifest) -> Result<Model> {
+/// [`load_classifier`], with the time spent parsing and optimising.
+pub fn load_classifier_timed(
+    manifest: &Manifest,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(Model, LoadTimings)> {
+    Model::from_bytes_timed(name, bytes, manifest.input.shape(), manifest.labels.len())
+}
+
+fn load_file(dir: &Path, entry: &ModelFile, shape: [usize; 4], output_len: usize) -> Result<Model> {
     let bytes = read_verified(dir, entry)?;
     let name = dir.join(&entry.file).display().to_string();
-    Model::from_bytes(&name, &bytes, m.input.shape(), output_len)
+    Model::from_bytes(&name, &bytes, shape, output_len)
 }
 
 impl ModelSet {
     /// Load `dir`: manifest, sha256 and size of every file, ONNX shapes.
     pub fn load(dir: &Path) -> Result<ModelSet> {
         let manifest = Manifest::load(dir)?;
-        let full = load_file(dir, &manifest.full_model, manifest.labels.len(), &manifest)?;
-        let selector = load_file(dir, &manifest.selector.model_file(), 2, &manifest)?;
+        let classes = manifest.labels.len();
+        let full = load_file(dir, &manifest.full_model, manifest.input.shape(), classes)?;
+        let selector = load_file(
+            dir,
+            &manifest.selector.model_file(),
+            manifest.selector.input_shape(&manifest.input, classes),
+            2,
+        )?;
         let mut submodels = Vec::with_capacity(manifest.submodels.len());
         for spec in &manifest.submodels {
             let bytes = read_verified(dir, &spec.model_file())?;
@@ -75,9 +90,13 @@ impl ModelSet {
         Ok(Classification::from_logits(&self.full.run(input)?))
     }
 
-    /// The selector's choice of submodel for a normalised input tensor.
-    pub fn select(&self, input: &[f32]) -> Result<Selection> {
-        let z = self.selector.run(input)?;
+    /// The selector's choice of submodel for a normalised input tensor whose full-model
+    /// classification is `full` (the class-consistent selector takes its probabilities).
+    pub fn select(&self, input: &[f32], full: &Classification) -> Result<Selection> {
+        let z = match self.manifest.selector.input {
+            SelectorInput::Image => self.selector.run(input)?,
+            SelectorInput::Probabilities => self.selector.run(&full.probabilities)?,
+        };
         if z.len() != 2 || !z.iter().all(|v| v.is_finite()) {
             return Err(CoreError::Inference {
                 name: self.selector.name().into(),

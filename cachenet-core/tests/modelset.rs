@@ -47,8 +47,10 @@ fn loads_and_runs_the_fixture_set() {
     let bright = solid(&set, 240);
     assert_eq!(set.classify_full(&dark).unwrap().class_id, 0);
     assert_eq!(set.classify_full(&bright).unwrap().class_id, 3);
-    assert_eq!(set.select(&dark).unwrap().submodel, 0);
-    assert_eq!(set.select(&bright).unwrap().submodel, 1);
+    let full_dark = set.classify_full(&dark).unwrap();
+    let full_bright = set.classify_full(&bright).unwrap();
+    assert_eq!(set.select(&dark, &full_dark).unwrap().submodel, 0);
+    assert_eq!(set.select(&bright, &full_bright).unwrap().submodel, 1);
     // Submodel 0 is sure about dark frames, unsure (ln 2) about bright ones.
     let sub0 = &set.submodels[0].model;
     let c = Classification::from_logits(&sub0.run(&dark).unwrap());

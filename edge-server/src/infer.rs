@@ -68,7 +68,7 @@ pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse,
     let cls = set.classify_full(&tensor).map_err(internal)?;
     let full_model_us = t1.elapsed().as_micros() as u64;
     let t2 = Instant::now();
-    let sel = set.select(&tensor).map_err(internal)?;
+    let sel = set.select(&tensor, &cls).map_err(internal)?;
     let selector_us = t2.elapsed().as_micros() as u64;
     let sub = set.submodel(sel.submodel).ok_or_else(|| {
         ApiError::Internal(format!("selector chose missing submodel {}", sel.submodel))

@@ -1,5 +1,8 @@
 //! Video frame -> model input pixels (u8 HWC at the model size, gray or RGB), without
-//! per-frame allocations: nearest-neighbour sampling maps are computed once per caps.
+//! per-frame allocations. Scaling is area averaging (a box filter with fractional coverage,
+//! the weights computed once per caps), the same resize the training package uses for its
+//! camera-like data (`cachenet_train.replay.area_resize`): a camera frame scaled down keeps the
+//! look of the training images instead of the aliasing of nearest-neighbour sampling.
 
 use cachenet_core::manifest::Color;
 use gst_video::VideoFormat;
@@ -87,6 +90,49 @@ fn y_to_gray(y: u8) -> u8 {
     clamp(((y as i32 - 16) * 298 + 128) >> 8)
 }
 
+/// Area-averaging weights along one axis: output pixel `o` averages the input interval
+/// `[o * n_in / n_out, (o + 1) * n_in / n_out)`, each input pixel weighted by its coverage.
+#[derive(Debug, Clone)]
+struct AreaAxis {
+    /// First input index of each output pixel.
+    start: Vec<usize>,
+    /// Offset of each output pixel's weights in `w` (len n_out + 1).
+    off: Vec<usize>,
+    w: Vec<f32>,
+}
+
+impl AreaAxis {
+    fn new(n_in: usize, n_out: usize) -> AreaAxis {
+        let scale = n_in as f64 / n_out as f64;
+        let mut start = Vec::with_capacity(n_out);
+        let mut off = vec![0];
+        let mut w = Vec::new();
+        for o in 0..n_out {
+            let (a, b) = (o as f64 * scale, (o + 1) as f64 * scale);
+            let first = a.floor() as usize;
+            let last = (b.ceil() as usize).min(n_in);
+            let ws: Vec<f64> = (first..last)
+                .map(|i| b.min(i as f64 + 1.0) - a.max(i as f64))
+                .collect();
+            let sum: f64 = ws.iter().sum();
+            start.push(first);
+            w.extend(ws.iter().map(|v| (v / sum) as f32));
+            off.push(w.len());
+        }
+        AreaAxis { start, off, w }
+    }
+
+    /// (input index, weight) pairs of output pixel `o`.
+    #[inline]
+    fn taps(&self, o: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
+        let s = self.start[o];
+        self.w[self.off[o]..self.off[o + 1]]
+            .iter()
+            .enumerate()
+            .map(move |(k, &w)| (s + k, w))
+    }
+}
+
 /// Scales and converts frames of one video format and size to the model input.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -94,14 +140,10 @@ pub struct Preprocessor {
     color: Color,
     out_w: usize,
     out_h: usize,
-    xmap: Vec<usize>,
-    ymap: Vec<usize>,
-}
-
-fn nearest(out: usize, input: usize) -> Vec<usize> {
-    (0..out)
-        .map(|i| (((2 * i + 1) * input) / (2 * out)).min(input - 1))
-        .collect()
+    xs: AreaAxis,
+    ys: AreaAxis,
+    /// One output row being accumulated (out_w x channels).
+    acc: Vec<f32>,
 }
 
 impl Preprocessor {
@@ -123,8 +165,9 @@ impl Preprocessor {
             color,
             out_w,
             out_h,
-            xmap: nearest(out_w, width),
-            ymap: nearest(out_h, height),
+            xs: AreaAxis::new(width, out_w),
+            ys: AreaAxis::new(height, out_h),
+            acc: vec![0.0; out_w * color.channels()],
         })
     }
 
@@ -133,59 +176,71 @@ impl Preprocessor {
         self.out_w * self.out_h * self.color.channels()
     }
 
+    /// One source pixel as (R, G, B), or its gray value in [0] when the model takes gray.
+    #[inline]
+    fn pixel(&self, p: &Planes<'_>, sx: usize, sy: usize, gray: bool) -> [f32; 3] {
+        match self.layout {
+            Layout::Packed { bpp, r, g, b } => {
+                let px = &p.data[0][sy * p.stride[0] + sx * bpp..];
+                if gray {
+                    [luma(px[r], px[g], px[b]) as f32, 0.0, 0.0]
+                } else {
+                    [px[r] as f32, px[g] as f32, px[b] as f32]
+                }
+            }
+            Layout::Gray => {
+                let v = p.data[0][sy * p.stride[0] + sx] as f32;
+                [v, v, v]
+            }
+            Layout::Yuv420 { interleaved } => {
+                let y = p.data[0][sy * p.stride[0] + sx];
+                if gray {
+                    return [y_to_gray(y) as f32, 0.0, 0.0];
+                }
+                let (cx, cy) = (sx / 2, sy / 2);
+                let (u, v) = if interleaved {
+                    let uv = &p.data[1][cy * p.stride[1] + 2 * cx..];
+                    (uv[0], uv[1])
+                } else {
+                    (
+                        p.data[1][cy * p.stride[1] + cx],
+                        p.data[2][cy * p.stride[2] + cx],
+                    )
+                };
+                let (r, g, b) = yuv_to_rgb(y, u, v);
+                [r as f32, g as f32, b as f32]
+            }
+        }
+    }
+
     /// Write the model-size frame into `out` (exactly [`Preprocessor::output_len`] bytes).
-    pub fn run(&self, p: &Planes<'_>, out: &mut [u8]) {
+    pub fn run(&mut self, p: &Planes<'_>, out: &mut [u8]) {
         let ch = self.color.channels();
+        let gray = ch == 1;
         debug_assert_eq!(out.len(), self.output_len());
-        for (oy, &sy) in self.ymap.iter().enumerate() {
-            let row = &mut out[oy * self.out_w * ch..(oy + 1) * self.out_w * ch];
-            match self.layout {
-                Layout::Packed { bpp, r, g, b } => {
-                    let src = &p.data[0][sy * p.stride[0]..];
-                    for (ox, &sx) in self.xmap.iter().enumerate() {
-                        let px = &src[sx * bpp..sx * bpp + bpp];
-                        if ch == 1 {
-                            row[ox] = luma(px[r], px[g], px[b]);
-                        } else {
-                            row[ox * 3..ox * 3 + 3].copy_from_slice(&[px[r], px[g], px[b]]);
+        let mut acc = std::mem::take(&mut self.acc);
+        for oy in 0..self.out_h {
+            acc.fill(0.0);
+            for (sy, wy) in self.ys.taps(oy) {
+                for ox in 0..self.out_w {
+                    let mut s = [0.0f32; 3];
+                    for (sx, wx) in self.xs.taps(ox) {
+                        let v = self.pixel(p, sx, sy, gray);
+                        for c in 0..ch {
+                            s[c] += wx * v[c];
                         }
                     }
-                }
-                Layout::Gray => {
-                    let src = &p.data[0][sy * p.stride[0]..];
-                    for (ox, &sx) in self.xmap.iter().enumerate() {
-                        let v = src[sx];
-                        if ch == 1 {
-                            row[ox] = v;
-                        } else {
-                            row[ox * 3..ox * 3 + 3].copy_from_slice(&[v, v, v]);
-                        }
-                    }
-                }
-                Layout::Yuv420 { interleaved } => {
-                    let ysrc = &p.data[0][sy * p.stride[0]..];
-                    for (ox, &sx) in self.xmap.iter().enumerate() {
-                        let y = ysrc[sx];
-                        if ch == 1 {
-                            row[ox] = y_to_gray(y);
-                            continue;
-                        }
-                        let (cx, cy) = (sx / 2, sy / 2);
-                        let (u, v) = if interleaved {
-                            let uv = &p.data[1][cy * p.stride[1] + 2 * cx..];
-                            (uv[0], uv[1])
-                        } else {
-                            (
-                                p.data[1][cy * p.stride[1] + cx],
-                                p.data[2][cy * p.stride[2] + cx],
-                            )
-                        };
-                        let (r, g, b) = yuv_to_rgb(y, u, v);
-                        row[ox * 3..ox * 3 + 3].copy_from_slice(&[r, g, b]);
+                    for c in 0..ch {
+                        acc[ox * ch + c] += wy * s[c];
                     }
                 }
             }
+            let row = &mut out[oy * self.out_w * ch..(oy + 1) * self.out_w * ch];
+            for (o, a) in row.iter_mut().zip(&acc) {
+                *o = (a + 0.5).floor().clamp(0.0, 255.0) as u8;
+            }
         }
+        self.acc = acc;
     }
 }
 
@@ -201,7 +256,7 @@ mod tests {
             let v = (x * 60) as u8;
             data[20 + x * 4..20 + x * 4 + 4].copy_from_slice(&[v, v, v, 0]); // row 1
         }
-        let p = Preprocessor::new(VideoFormat::Bgrx, 4, 2, 2, 1, Color::Gray).unwrap();
+        let mut p = Preprocessor::new(VideoFormat::Bgrx, 4, 2, 2, 1, Color::Gray).unwrap();
         let mut out = [0u8; 2];
         p.run(
             &Planes {
@@ -210,14 +265,14 @@ mod tests {
             },
             &mut out,
         );
-        // nearest: x = 1 and 3 of row 1
-        assert_eq!(out, [60, 180]);
+        // area average of 2x2 blocks: row 0 is black, row 1 holds 0, 60 | 120, 180
+        assert_eq!(out, [15, 75]);
     }
 
     #[test]
     fn rgb_channel_order() {
         let data = [10u8, 20, 30, 40, 50, 60, 0, 0];
-        let p = Preprocessor::new(VideoFormat::Bgr, 2, 1, 2, 1, Color::Rgb).unwrap();
+        let mut p = Preprocessor::new(VideoFormat::Bgr, 2, 1, 2, 1, Color::Rgb).unwrap();
         let mut out = [0u8; 6];
         p.run(
             &Planes {
@@ -227,7 +282,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, [30, 20, 10, 60, 50, 40]);
-        let p = Preprocessor::new(VideoFormat::Xrgb, 2, 1, 1, 1, Color::Rgb).unwrap();
+        let mut p = Preprocessor::new(VideoFormat::Xrgb, 2, 1, 1, 1, Color::Rgb).unwrap();
         let data = [0u8, 1, 2, 3, 0, 7, 8, 9];
         let mut out = [0u8; 3];
         p.run(
@@ -237,7 +292,8 @@ mod tests {
             },
             &mut out,
         );
-        assert_eq!(out, [7, 8, 9]);
+        // the mean of (1, 2, 3) and (7, 8, 9)
+        assert_eq!(out, [4, 5, 6]);
     }
 
     #[test]
@@ -250,18 +306,18 @@ mod tests {
             data: [&y, &u, &v],
             stride: [2, 1, 1],
         };
-        let p = Preprocessor::new(VideoFormat::I420, 2, 2, 1, 1, Color::Gray).unwrap();
+        let mut p = Preprocessor::new(VideoFormat::I420, 2, 2, 1, 1, Color::Gray).unwrap();
         let mut g = [0u8];
         p.run(&planes, &mut g);
         assert_eq!(g, [255]);
-        let p = Preprocessor::new(VideoFormat::I420, 2, 2, 1, 1, Color::Rgb).unwrap();
+        let mut p = Preprocessor::new(VideoFormat::I420, 2, 2, 1, 1, Color::Rgb).unwrap();
         let mut rgb = [0u8; 3];
         p.run(&planes, &mut rgb);
         assert_eq!(rgb, [255, 255, 255]);
         // NV12 pure red-ish: Y=81 U=90 V=240 -> about (255, 0, 0)
         let y = [81u8; 4];
         let uv = [90u8, 240];
-        let p = Preprocessor::new(VideoFormat::Nv12, 2, 2, 1, 1, Color::Rgb).unwrap();
+        let mut p = Preprocessor::new(VideoFormat::Nv12, 2, 2, 1, 1, Color::Rgb).unwrap();
         p.run(
             &Planes {
                 data: [&y, &uv, &[]],
@@ -270,6 +326,34 @@ mod tests {
             &mut rgb,
         );
         assert!(rgb[0] > 250 && rgb[1] < 5 && rgb[2] < 5, "{rgb:?}");
+    }
+
+    /// Fractional coverage, as `cachenet_train.replay.area_weights` computes it: 5 -> 2 pixels
+    /// gives weights (1, 1, 0.5) / 2.5 and (0.5, 1, 1) / 2.5.
+    #[test]
+    fn area_weights_with_fractional_coverage() {
+        let a = AreaAxis::new(5, 2);
+        let t0: Vec<_> = a.taps(0).collect();
+        let t1: Vec<_> = a.taps(1).collect();
+        assert_eq!(t0, vec![(0, 0.4), (1, 0.4), (2, 0.2)]);
+        assert_eq!(t1, vec![(2, 0.2), (3, 0.4), (4, 0.4)]);
+        // Upscaling: 2 -> 4, each output pixel inside one input pixel.
+        let a = AreaAxis::new(2, 4);
+        assert_eq!(a.taps(1).collect::<Vec<_>>(), vec![(0, 1.0)]);
+        assert_eq!(a.taps(2).collect::<Vec<_>>(), vec![(1, 1.0)]);
+        // A 5x1 gray ramp to 2x1.
+        let data = [0u8, 50, 100, 150, 200];
+        let mut p = Preprocessor::new(VideoFormat::Gray8, 5, 1, 2, 1, Color::Gray).unwrap();
+        let mut out = [0u8; 2];
+        p.run(
+            &Planes {
+                data: [&data, &[], &[]],
+                stride: [5, 0, 0],
+            },
+            &mut out,
+        );
+        // (0*.4 + 50*.4 + 100*.2) = 40, (100*.2 + 150*.4 + 200*.4) = 160
+        assert_eq!(out, [40, 160]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod meta;
 pub mod result;
 pub mod runtime;
 pub mod store;
+pub mod worker;
 
 pub use cachenetclassify::CacheNetClassify;
 

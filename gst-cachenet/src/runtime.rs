@@ -1,21 +1,28 @@
 //! The device side of CacheNet, independent of GStreamer: the LRU cache of submodels, the
-//! hit/miss decision (hit iff H < T), offloading to the edge (sync or on a worker thread), the
-//! submodel swap, back-off while the edge is down, and the counters.
+//! hit/miss decision (hit iff H < T), offloading to the edge, the submodel swap, back-off while
+//! the edge is down, and the counters.
+//!
+//! The streaming thread only runs models that are ready. Edge requests run on the offload
+//! worker (a `sync` miss waits for the answer, bounded by `timeout-ms` and cut short by a
+//! flush; an `async` miss does not wait); fetching, verifying, storing and compiling a submodel
+//! run on the swap worker, and a compiled submodel becomes active at the next frame boundary.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use cachenet_core::cache::SubmodelCache;
 use cachenet_core::engine::{Model, Session};
 use cachenet_core::manifest::Manifest;
 use cachenet_core::maths::Classification;
-use cachenet_core::modelset::load_classifier;
 use cachenet_core::preprocess::normalize_into;
-use cachenet_core::proto;
 
-use crate::edge::{EdgeClient, Traffic};
+use crate::edge::EdgeClient;
 use crate::store::Store;
+use crate::worker::{
+    Fetched, Generation, InferJob, InferOutcome, OffloadWorker, Remote, SwapTimings, SwapWorker,
+    offload_worker, swap_worker,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -78,6 +85,7 @@ pub struct Stats {
     pub misses: u64,
     pub offloads: u64,
     pub offload_failures: u64,
+    /// Changes of the active submodel.
     pub swaps: u64,
     pub evictions: u64,
     pub bytes_up: u64,
@@ -86,6 +94,15 @@ pub struct Stats {
     pub edge_time_us: u64,
     /// -1 when no submodel is cached.
     pub active_submodel: i32,
+    /// Submodels fetched and compiled by the swap worker.
+    pub fetches: u64,
+    /// Evicted submodels brought back from their kept compiled plan (no fetch, no compile).
+    pub plan_reuses: u64,
+    /// Totals of the swap phases over all fetches (microseconds, on the swap worker).
+    pub swap: SwapTimings,
+    /// Sum over fetches of the time from the miss that asked for the submodel to the frame
+    /// boundary where it became usable.
+    pub swap_wait_us: u64,
 }
 
 impl Stats {
@@ -105,15 +122,11 @@ pub struct Config {
     pub offload: Offload,
     pub threshold: f32,
     pub cache_size: usize,
-}
-
-/// What an offload brings back.
-struct Outcome {
-    response: proto::InferResponse,
-    /// The selected submodel, loaded, when it was not cached.
-    loaded: Option<(u32, Model)>,
-    traffic: Traffic,
-    took: Duration,
+    /// Keep the compiled plans of evicted submodels in memory (an evicted submodel comes back
+    /// without a download or a compile).
+    pub keep_compiled: bool,
+    /// Longest wait of a `sync` miss for the edge.
+    pub timeout: Duration,
 }
 
 /// Exponential back-off after edge failures: 250 ms doubling to 10 s, reset on success.
@@ -137,103 +150,16 @@ impl Backoff {
     }
 }
 
-/// Everything an offload needs, shareable with the worker thread.
-#[derive(Clone)]
-struct Offloader {
-    edge: EdgeClient,
-    store: Option<Store>,
-    manifest: Arc<Manifest>,
-}
-
-impl Offloader {
-    fn run(&self, hwc: Vec<u8>, cached: Vec<u32>, request_id: String) -> Result<Outcome, String> {
-        let t = Instant::now();
-        let spec = &self.manifest.input;
-        let req = proto::InferRequest {
-            api_version: proto::API_VERSION,
-            request_id,
-            image: Some(proto::infer_request::Image::Raw(proto::RawFrame {
-                pixels: hwc,
-                width: spec.width as u32,
-                height: spec.height as u32,
-                channels: spec.channels as u32,
-            })),
-            cached_submodels: cached.clone(),
-        };
-        let (response, mut traffic) = self.edge.infer(&req)?;
-        if response.class_id as usize >= self.manifest.labels.len() {
-            return Err(format!(
-                "edge answered class {} out of range",
-                response.class_id
-            ));
-        }
-        let id = response.submodel_id;
-        let spec = self
-            .manifest
-            .submodel(id)
-            .ok_or_else(|| format!("edge selected unknown submodel {id}"))?;
-        if !spec.sha256.eq_ignore_ascii_case(&response.submodel_sha256) {
-            return Err(format!(
-                "edge selected submodel {id} with sha256 {}, the manifest says {}",
-                response.submodel_sha256, spec.sha256
-            ));
-        }
-        let loaded = if cached.contains(&id) {
-            None
-        } else {
-            let bytes = match self.store.as_ref().and_then(|s| s.load(&spec.sha256)) {
-                Some(b) => b,
-                None => {
-                    let (b, tr) = self.edge.submodel(id, &spec.sha256)?;
-                    traffic.down += tr.down;
-                    if let Some(s) = &self.store {
-                        s.save(&spec.sha256, &b)?;
-                    }
-                    b
-                }
-            };
-            let model = load_classifier(&self.manifest, &spec.file, &bytes)
-                .map_err(|e| format!("submodel {id} rejected: {e}"))?;
-            Some((id, model))
-        };
-        Ok(Outcome {
-            response,
-            loaded,
-            traffic,
-            took: t.elapsed(),
-        })
-    }
-}
-
-type Job = (Vec<u8>, Vec<u32>, String);
-
-/// The async offload worker: at most one request in flight.
-struct Worker {
-    jobs: SyncSender<Job>,
-    results: Receiver<Result<Outcome, String>>,
-    in_flight: bool,
-}
-
-impl Worker {
-    fn spawn(off: Offloader) -> Worker {
-        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Job>(1);
-        let (res_tx, results) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("cachenet-offload".into())
-            .spawn(move || {
-                for (hwc, cached, id) in job_rx {
-                    if res_tx.send(off.run(hwc, cached, id)).is_err() {
-                        break;
-                    }
-                }
-            })
-            .expect("spawn the offload thread");
-        Worker {
-            jobs,
-            results,
-            in_flight: false,
-        }
-    }
+/// A submodel that became usable on this frame (for the `cachenet-swap` bus message).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwapEvent {
+    pub submodel: u32,
+    /// Fetched and compiled (false: a kept compiled plan was reused).
+    pub fetched: bool,
+    pub timings: SwapTimings,
+    pub bytes: u64,
+    /// From the miss that asked for it to this frame boundary.
+    pub wait_us: u64,
 }
 
 /// The per-element CacheNet runtime.
@@ -242,21 +168,32 @@ pub struct Runtime {
     config: Config,
     full: Option<Session>,
     cache: SubmodelCache<Session>,
+    /// Compiled plans of every submodel seen (when keep_compiled).
+    plans: HashMap<u32, Model>,
     active: Option<u32>,
-    offloader: Option<Offloader>,
-    worker: Option<Worker>,
+    /// The submodel the edge selected last, until it is active.
+    wanted: Option<u32>,
+    /// Fetches asked of the swap worker: id -> when.
+    fetching: HashMap<u32, Instant>,
+    failed_fetch: HashSet<u32>,
+    remote: Option<Remote>,
+    offloader: Option<OffloadWorker>,
+    swapper: Option<SwapWorker>,
+    generation: Generation,
     backoff: Backoff,
     stats: Stats,
     tensor: Vec<f32>,
     logits: Vec<f32>,
     request_seq: u64,
     warnings: Vec<String>,
+    swap_events: Vec<SwapEvent>,
     recovered: bool,
 }
 
 impl Runtime {
     /// `full`: the full model (needed in device mode). `initial`: submodels to start with,
-    /// most recently used first (the first becomes active).
+    /// most recently used first (the first becomes active). `generation`: the element's flush
+    /// generation.
     pub fn new(
         manifest: Manifest,
         config: Config,
@@ -264,6 +201,7 @@ impl Runtime {
         initial: Vec<(u32, Model)>,
         edge: Option<EdgeClient>,
         store: Option<Store>,
+        generation: Generation,
     ) -> Result<Runtime, String> {
         let manifest = Arc::new(manifest);
         if config.mode == Mode::Device && full.is_none() {
@@ -278,23 +216,34 @@ impl Runtime {
             );
         }
         let mut cache = SubmodelCache::new(config.cache_size);
+        let mut plans = HashMap::new();
         let mut active = None;
         for (id, model) in initial.into_iter().take(config.cache_size).rev() {
             let session = model.session().map_err(|e| e.to_string())?;
             cache.insert(id, session);
+            if config.keep_compiled {
+                plans.insert(id, model);
+            }
             active = Some(id);
         }
         let full = match full {
             Some(m) => Some(m.session().map_err(|e| e.to_string())?),
             None => None,
         };
-        let offloader = edge.map(|edge| Offloader {
+        let remote = edge.map(|edge| Remote {
             edge,
             store,
             manifest: manifest.clone(),
         });
-        let worker = match (&offloader, config.offload, config.mode) {
-            (Some(o), Offload::Async, Mode::CacheNet) => Some(Worker::spawn(o.clone())),
+        let offloading = matches!(config.mode, Mode::CacheNet | Mode::Edge);
+        let offloader = match &remote {
+            Some(r) if offloading => Some(offload_worker(r.clone(), generation.clone())),
+            _ => None,
+        };
+        let swapper = match &remote {
+            Some(r) if config.mode == Mode::CacheNet => {
+                Some(swap_worker(r.clone(), generation.clone()))
+            }
             _ => None,
         };
         let n = manifest.input.len();
@@ -304,14 +253,21 @@ impl Runtime {
             config,
             full,
             cache,
+            plans,
             active,
+            wanted: None,
+            fetching: HashMap::new(),
+            failed_fetch: HashSet::new(),
+            remote,
             offloader,
-            worker,
+            swapper,
+            generation,
             backoff: Backoff::default(),
             tensor: vec![0.0; n],
             logits: Vec::new(),
             request_seq: 0,
             warnings: Vec::new(),
+            swap_events: Vec::new(),
             recovered: false,
         })
     }
@@ -342,14 +298,31 @@ impl Runtime {
         std::mem::take(&mut self.warnings)
     }
 
+    /// Submodels that became usable since the last call.
+    pub fn take_swap_events(&mut self) -> Vec<SwapEvent> {
+        std::mem::take(&mut self.swap_events)
+    }
+
     /// True once after the edge answers again following failures.
     pub fn take_recovered(&mut self) -> bool {
         std::mem::take(&mut self.recovered)
     }
 
-    /// Whether an async offload is in flight.
+    /// Whether an edge request is in flight.
     pub fn offload_in_flight(&self) -> bool {
-        self.worker.as_ref().is_some_and(|w| w.in_flight)
+        self.offloader.as_ref().is_some_and(|w| w.pending > 0)
+    }
+
+    /// Whether a submodel is being fetched or compiled.
+    pub fn swap_in_flight(&self) -> bool {
+        !self.fetching.is_empty()
+    }
+
+    /// After a flush (seek; the element has moved the generation): answers asked for before
+    /// it are dropped, work may be asked again; cached submodels stay.
+    pub fn flushed(&mut self) {
+        self.fetching.clear();
+        self.wanted = None;
     }
 
     fn result(
@@ -408,14 +381,21 @@ impl Runtime {
             self.active = Some(id);
             self.stats.swaps += 1;
         }
+        if self.wanted == Some(id) {
+            self.wanted = None;
+        }
     }
 
+    /// Put a compiled submodel into the LRU cache (most recently used).
     fn insert(&mut self, id: u32, model: Model) -> Result<(), String> {
         let session = model.session().map_err(|e| e.to_string())?;
+        if self.config.keep_compiled {
+            self.plans.insert(id, model);
+        }
         if self.cache.insert(id, session).is_some() {
             self.stats.evictions += 1;
         }
-        if let Some(store) = self.offloader.as_ref().and_then(|o| o.store.as_ref())
+        if let Some(store) = self.remote.as_ref().and_then(|o| o.store.as_ref())
             && let Some(s) = self.manifest.submodel(id)
         {
             store.touch(&s.sha256);
@@ -423,26 +403,148 @@ impl Runtime {
         Ok(())
     }
 
-    fn apply(&mut self, outcome: Outcome) -> Result<FrameResult, String> {
-        self.stats.bytes_up += outcome.traffic.up;
-        self.stats.bytes_down += outcome.traffic.down;
-        self.stats.edge_time_us += outcome.took.as_micros() as u64;
-        let r = &outcome.response;
-        let id = r.submodel_id;
-        if let Some((lid, model)) = outcome.loaded {
-            self.insert(lid, model)?;
-        } else if !self.cache.contains(id) {
-            return Err(format!("submodel {id} was evicted before it could be used"));
-        } else {
+    /// The edge selected `id`: make it active now if it is ready (cached, or a kept compiled
+    /// plan), else ask the swap worker for it; it becomes active when it arrives.
+    fn want(&mut self, id: u32, asked: Instant) {
+        if self.cache.contains(id) {
             self.cache.get_mut(id);
+            self.set_active(id);
+            return;
         }
-        self.set_active(id);
-        let c = Classification::from_probabilities(r.probabilities.clone());
-        let mut res = self.result(&c, Source::Edge, false, Some(id));
-        res.class_id = r.class_id as i32;
-        res.label = r.label.clone();
-        res.entropy = r.entropy;
-        Ok(res)
+        if let Some(model) = self.plans.get(&id).cloned() {
+            match self.insert(id, model) {
+                Ok(()) => {
+                    self.stats.plan_reuses += 1;
+                    self.swap_events.push(SwapEvent {
+                        submodel: id,
+                        fetched: false,
+                        timings: SwapTimings::default(),
+                        bytes: 0,
+                        wait_us: asked.elapsed().as_micros() as u64,
+                    });
+                    self.set_active(id);
+                    return;
+                }
+                Err(e) => self.warnings.push(format!("submodel {id}: {e}")),
+            }
+        }
+        self.wanted = Some(id);
+        if self.fetching.contains_key(&id) {
+            return;
+        }
+        let Some(w) = self.swapper.as_mut() else {
+            return;
+        };
+        match w.submit(id) {
+            Ok(true) => {
+                self.fetching.insert(id, asked);
+            }
+            Ok(false) => {} // the queue is full: the next miss asks again
+            Err(e) => self.warnings.push(e),
+        }
+    }
+
+    /// Apply finished background work (at a frame boundary).
+    fn poll(&mut self) {
+        loop {
+            let next = match self.swapper.as_mut() {
+                Some(w) => w.try_next(),
+                None => Ok(None),
+            };
+            match next {
+                Ok(Some((id, r))) => self.fetched(id, r),
+                Ok(None) => break,
+                Err(warning) => {
+                    self.warnings.push(warning);
+                    self.fetching.clear();
+                    break;
+                }
+            }
+        }
+        if self.config.offload == Offload::Async {
+            let next = match self.offloader.as_mut() {
+                Some(w) => w.try_next(),
+                None => Ok(None),
+            };
+            match next {
+                Ok(Some((_, r))) => {
+                    let asked = Instant::now();
+                    match r {
+                        Ok(o) => {
+                            self.account(&o);
+                            self.edge_ok();
+                            self.want(o.response.submodel_id, asked);
+                        }
+                        Err(e) => self.edge_failed(e),
+                    }
+                }
+                Ok(None) => {}
+                Err(warning) => self.warnings.push(warning),
+            }
+        }
+    }
+
+    fn fetched(&mut self, id: u32, r: Result<Fetched, String>) {
+        let asked = self.fetching.remove(&id);
+        match r {
+            Ok(f) => {
+                self.failed_fetch.remove(&id);
+                self.stats.fetches += 1;
+                self.stats.bytes_down += f.traffic.down;
+                let t = &mut self.stats.swap;
+                t.download_us += f.timings.download_us;
+                t.verify_us += f.timings.verify_us;
+                t.store_us += f.timings.store_us;
+                t.parse_us += f.timings.parse_us;
+                t.optimise_us += f.timings.optimise_us;
+                t.first_run_us += f.timings.first_run_us;
+                let wait_us = asked.map_or(0, |a| a.elapsed().as_micros() as u64);
+                self.stats.swap_wait_us += wait_us;
+                self.swap_events.push(SwapEvent {
+                    submodel: id,
+                    fetched: !f.from_store,
+                    timings: f.timings,
+                    bytes: f.traffic.down,
+                    wait_us,
+                });
+                if let Err(e) = self.insert(id, f.model) {
+                    self.warnings.push(format!("submodel {id}: {e}"));
+                    return;
+                }
+                if self.wanted == Some(id) {
+                    self.set_active(id);
+                }
+            }
+            Err(e) if e == "cancelled" => {}
+            Err(e) => {
+                if self.wanted == Some(id) {
+                    self.wanted = None;
+                }
+                self.stats.offload_failures += 1;
+                if self.failed_fetch.insert(id) {
+                    self.warnings.push(e);
+                }
+            }
+        }
+    }
+
+    fn account(&mut self, o: &InferOutcome) {
+        self.stats.bytes_up += o.traffic.up;
+        self.stats.bytes_down += o.traffic.down;
+        self.stats.edge_time_us += o.took.as_micros() as u64;
+    }
+
+    /// The frame's result from the edge's answer. The label is the manifest's own for the
+    /// class id (never text from the network).
+    fn edge_result(&self, o: &InferOutcome, submodel: Option<u32>) -> FrameResult {
+        let c = Classification::from_probabilities(o.response.probabilities.clone());
+        let mut res = self.result(&c, Source::Edge, false, submodel);
+        let class = o.response.class_id as usize;
+        res.class_id = class as i32;
+        res.label = self.manifest.labels[class].clone();
+        res.confidence = o.response.probabilities[class];
+        res.entropy = o.response.entropy;
+        res
     }
 
     fn edge_failed(&mut self, e: String) {
@@ -473,32 +575,6 @@ impl Runtime {
         r
     }
 
-    /// Apply a finished async offload (at a frame boundary).
-    fn poll_worker(&mut self) {
-        let polled = match self.worker.as_mut() {
-            Some(w) if w.in_flight => match w.results.try_recv() {
-                Ok(r) => {
-                    w.in_flight = false;
-                    Some(r)
-                }
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => {
-                    w.in_flight = false;
-                    Some(Err("offload thread stopped".into()))
-                }
-            },
-            _ => None,
-        };
-        match polled {
-            Some(Ok(outcome)) => match self.apply(outcome) {
-                Ok(_) => self.edge_ok(),
-                Err(e) => self.edge_failed(e),
-            },
-            Some(Err(e)) => self.edge_failed(e),
-            None => {}
-        }
-    }
-
     /// Classify one frame given as HWC u8 pixels at the model's input size.
     pub fn process(&mut self, hwc: &[u8]) -> FrameResult {
         self.stats.frames += 1;
@@ -524,7 +600,10 @@ impl Runtime {
                 self.stats.misses += 1;
                 self.offload_sync(hwc, None)
             }
-            Mode::CacheNet => self.process_cachenet(hwc),
+            Mode::CacheNet => {
+                self.poll();
+                self.process_cachenet(hwc)
+            }
             Mode::SubmodelOnly => {
                 let active = self.active.expect("checked in new()");
                 match self.run_cached(active) {
@@ -541,7 +620,6 @@ impl Runtime {
     }
 
     fn process_cachenet(&mut self, hwc: &[u8]) -> FrameResult {
-        self.poll_worker();
         let threshold = self.config.threshold;
         let mut local: Option<FrameResult> = None;
         if let Some(a) = self.active
@@ -578,13 +656,19 @@ impl Runtime {
                 if self.backoff.blocked() {
                     return Self::degraded(local, self.none_result());
                 }
-                if !self.offload_in_flight() {
-                    let cached = self.cache.ids_mru();
-                    let rid = self.next_request_id();
-                    let w = self.worker.as_mut().expect("async worker");
-                    if w.jobs.try_send((hwc.to_vec(), cached, rid)).is_ok() {
-                        w.in_flight = true;
-                        self.stats.offloads += 1;
+                // One request in flight at most, and none while the submodel the edge
+                // selected is on its way (the answer would select it again).
+                if !self.offload_in_flight() && !self.swap_in_flight() {
+                    let job = InferJob {
+                        hwc: hwc.to_vec(),
+                        cached: self.cache.ids_mru(),
+                        request_id: self.next_request_id(),
+                    };
+                    let w = self.offloader.as_mut().expect("checked above");
+                    match w.submit(job) {
+                        Ok(true) => self.stats.offloads += 1,
+                        Ok(false) => {}
+                        Err(e) => self.warnings.push(e),
                     }
                 }
                 local.unwrap_or_else(|| {
@@ -596,15 +680,13 @@ impl Runtime {
         }
     }
 
+    /// Ask the edge about this frame and wait for its answer (bounded by the timeout, cut
+    /// short by a flush). Never waits for a download or a compile.
     fn offload_sync(&mut self, hwc: &[u8], local: Option<FrameResult>) -> FrameResult {
         if self.backoff.blocked() {
             return Self::degraded(local, self.none_result());
         }
-        let Some(off) = self.offloader.clone() else {
-            return Self::degraded(local, self.none_result());
-        };
-        self.stats.offloads += 1;
-        let rid = self.next_request_id();
+        let asked = Instant::now();
         let cached = if self.config.mode == Mode::Edge {
             // The Edge baseline only wants the label: pretend every submodel is cached so that
             // nothing is downloaded.
@@ -612,39 +694,52 @@ impl Runtime {
         } else {
             self.cache.ids_mru()
         };
-        let outcome = off.run(hwc.to_vec(), cached, rid);
-        match outcome {
-            Ok(o) if self.config.mode == Mode::Edge => {
-                self.stats.bytes_up += o.traffic.up;
-                self.stats.bytes_down += o.traffic.down;
-                self.stats.edge_time_us += o.took.as_micros() as u64;
-                self.edge_ok();
-                let r = &o.response;
-                FrameResult {
-                    class_id: r.class_id as i32,
-                    label: r.label.clone(),
-                    confidence: r
-                        .probabilities
-                        .get(r.class_id as usize)
-                        .copied()
-                        .unwrap_or(0.0),
-                    entropy: r.entropy,
-                    source: Source::Edge,
-                    hit: false,
-                    submodel: -1,
-                    degraded: false,
-                }
-            }
-            Ok(o) => match self.apply(o) {
-                Ok(r) => {
-                    self.edge_ok();
-                    r
-                }
-                Err(e) => {
-                    self.edge_failed(e);
-                    Self::degraded(local, self.none_result())
+        let rid = self.next_request_id();
+        let job = InferJob {
+            hwc: hwc.to_vec(),
+            cached,
+            request_id: rid.clone(),
+        };
+        let deadline = asked + self.config.timeout + Duration::from_millis(100);
+        let at = self.generation.current();
+        let Some(w) = self.offloader.as_mut() else {
+            return Self::degraded(local, self.none_result());
+        };
+        let answer = match w.submit(job) {
+            // Answers to earlier requests that timed out are skipped.
+            Ok(true) => loop {
+                match w.wait(deadline) {
+                    Ok(Some((id, _))) if id != rid => continue,
+                    other => break other.map(|o| o.map(|(_, r)| r)),
                 }
             },
+            Ok(false) => Ok(None), // an earlier request still occupies the worker
+            Err(e) => Err(e),
+        };
+        self.stats.offloads += 1;
+        let outcome = match answer {
+            Ok(Some(r)) => r,
+            // A wait cut short by a flush: not an edge failure.
+            Ok(None) if self.generation.current() != at => {
+                return Self::degraded(local, self.none_result());
+            }
+            Ok(None) => Err("no answer within timeout-ms".to_string()),
+            Err(warning) => {
+                self.warnings.push(warning);
+                Err("the offload worker stopped".to_string())
+            }
+        };
+        match outcome {
+            Ok(o) => {
+                self.account(&o);
+                self.edge_ok();
+                if self.config.mode == Mode::Edge {
+                    return self.edge_result(&o, None);
+                }
+                let id = o.response.submodel_id;
+                self.want(id, asked);
+                self.edge_result(&o, Some(id))
+            }
             Err(e) => {
                 self.edge_failed(e);
                 Self::degraded(local, self.none_result())

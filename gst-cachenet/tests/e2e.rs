@@ -76,7 +76,8 @@ fn gst_launch_against_a_running_cachenet_edge() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // 5 black frames then 5 white ones: hits on submodel 0, a miss, a swap to submodel 1, hits.
+    // 5 black frames then 5 white ones: hits on submodel 0, a miss, a swap to submodel 1 in the
+    // background, hits.
     let out = Command::new("gst-launch-1.0")
         .env("GST_PLUGIN_PATH", target_dir())
         .args([
@@ -100,6 +101,11 @@ fn gst_launch_against_a_running_cachenet_edge() {
             "pattern=white",
             "!",
             "video/x-raw,format=RGB,width=64,height=48",
+            "!",
+            // camera pace: the swap (download + compile, on the element's worker) is ready
+            // before the next frame
+            "identity",
+            "sleep-time=100000",
             "!",
             "c.",
         ])

@@ -129,6 +129,15 @@ impl H {
         }
     }
 
+    /// Wait until the swap worker has no work left: the next frame finds the swapped submodel.
+    fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.el.property::<u32>("swaps-pending") > 0 {
+            assert!(Instant::now() < deadline, "the swap never finished");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn stat<T: for<'a> glib::value::FromValue<'a> + 'static>(&self, name: &str) -> T {
         self.el
             .property::<gst::Structure>("stats")
@@ -210,21 +219,26 @@ fn miss_offloads_swaps_and_evicts_with_lru() {
         ("white", 3, "edge")
     );
     assert_eq!((r.hit, r.submodel, r.degraded), (false, 1, false));
+    h.settle();
     let r = h.push(240);
     assert_eq!(
         (r.source.as_str(), r.hit, r.submodel, r.class_id),
         ("device", true, 1, 3)
     );
+    assert_eq!(h.stat::<u64>("fetches"), 1);
     let r = h.push(20); // submodel 1 is unsure about dark frames -> miss, submodel 0 comes back
     assert_eq!((r.source.as_str(), r.submodel), ("edge", 0));
+    assert!(h.push(20).hit, "a kept compiled plan is active at once");
     assert_eq!(h.stat::<u64>("misses"), 2);
     assert_eq!(h.stat::<u64>("offloads"), 2);
     assert_eq!(h.stat::<u64>("swaps"), 2);
     assert_eq!(h.stat::<u64>("evictions"), 2);
-    assert!(
-        h.stat::<u64>("bytes-down") > 2000,
-        "two submodels downloaded"
+    assert_eq!(
+        (h.stat::<u64>("fetches"), h.stat::<u64>("plan-reuses")),
+        (1, 1),
+        "submodel 0 came back from its kept compiled plan"
     );
+    assert!(h.stat::<u64>("bytes-down") > 1000, "submodel 1 downloaded");
     assert!(h.stat::<u64>("bytes-up") > 128);
     assert!(h.stat::<u64>("edge-time-us") > 0);
 }
@@ -235,6 +249,7 @@ fn larger_cache_keeps_both_submodels() {
     let mut h = with_edge(&e, &[("cache-size", v(2u32))]);
     h.push(20);
     h.push(240); // miss: submodel 1 joins submodel 0
+    h.settle();
     let r = h.push(20); // submodel 1 unsure, submodel 0 (cached) is sure: a hit, no offload
     assert_eq!((r.source.as_str(), r.hit, r.submodel), ("device", true, 0));
     assert!(h.push(240).hit);
@@ -260,9 +275,12 @@ fn no_belady_anomaly_when_the_cache_grows() {
         let misses: Vec<u64> = [1u32, 2]
             .iter()
             .map(|&c| {
-                let mut h = with_edge(&e, &[("cache-size", v(c))]);
+                // keep-compiled=false and a settled swap after every frame: the count is
+                // that of the LRU policy alone.
+                let mut h = with_edge(&e, &[("cache-size", v(c)), ("keep-compiled", v(false))]);
                 seq.iter().for_each(|&f| {
                     h.push(f);
+                    h.settle();
                 });
                 h.stat::<u64>("misses")
             })
@@ -315,7 +333,7 @@ fn async_offload_leaves_at_once_and_swaps_later() {
     assert_eq!(
         h.stat::<u64>("offloads"),
         1,
-        "at most one request in flight"
+        "at most one request in flight, none while its submodel downloads"
     );
     assert_eq!(h.stat::<u64>("swaps"), 1);
 }
@@ -354,8 +372,67 @@ fn edge_timeout_degrades_with_a_warning_and_backs_off() {
     );
 }
 
-/// A fake edge: answers /infer with "submodel 1" and serves a corrupt submodel.
-fn corrupt_edge() -> (String, std::thread::JoinHandle<()>) {
+/// What a scripted fake edge does: /infer answers "white, submodel 1" after `infer_delay`;
+/// /submodels/1 sends `submodel` (ONNX bytes) after `download_delay`.
+struct Script {
+    submodel: Vec<u8>,
+    infer_delay: Duration,
+    download_delay: Duration,
+}
+
+fn serve(mut c: std::net::TcpStream, sha1: &str, script: &Script) {
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    if r.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).is_err() || h.is_empty() {
+            return;
+        }
+        if h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    if r.read_exact(&mut body).is_err() {
+        return;
+    }
+    let resp = if line.contains("/infer") {
+        std::thread::sleep(script.infer_delay);
+        proto::InferResponse {
+            class_id: 3,
+            label: "white".into(),
+            probabilities: vec![0.0, 0.0, 0.0, 1.0],
+            submodel_id: 1,
+            submodel_sha256: sha1.to_string(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    } else {
+        std::thread::sleep(script.download_delay);
+        proto::Submodel {
+            id: 1,
+            sha256: sha1.to_string(),
+            onnx: script.submodel.clone(),
+        }
+        .encode_to_vec()
+    };
+    let _ = write!(
+        c,
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        resp.len()
+    );
+    let _ = c.write_all(&resp);
+}
+
+/// A fake edge following `script`, one thread per connection, for the life of the test.
+fn scripted_edge(script: Script) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     let manifest: serde_json::Value =
@@ -364,71 +441,151 @@ fn corrupt_edge() -> (String, std::thread::JoinHandle<()>) {
         .as_str()
         .unwrap()
         .to_string();
-    let t = std::thread::spawn(move || {
-        for _ in 0..2 {
-            let (mut c, _) = l.accept().unwrap();
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                r.read_line(&mut h).unwrap();
-                if h == "\r\n" {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            let resp = if line.contains("/infer") {
-                proto::InferResponse {
-                    class_id: 3,
-                    label: "white".into(),
-                    probabilities: vec![0.0, 0.0, 0.0, 1.0],
-                    submodel_id: 1,
-                    submodel_sha256: sha1.clone(),
-                    ..Default::default()
-                }
-                .encode_to_vec()
-            } else {
-                proto::Submodel {
-                    id: 1,
-                    sha256: sha1.clone(),
-                    onnx: b"corrupt bytes".to_vec(),
-                }
-                .encode_to_vec()
-            };
-            write!(
-                c,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                resp.len()
-            )
-            .unwrap();
-            c.write_all(&resp).unwrap();
+    let script = std::sync::Arc::new(script);
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { return };
+            let (sha1, script) = (sha1.clone(), script.clone());
+            std::thread::spawn(move || serve(c, &sha1, &script));
         }
     });
-    (url, t)
+    url
+}
+
+fn real_submodel_1() -> Vec<u8> {
+    std::fs::read(tiny().join("submodel-1.onnx")).unwrap()
 }
 
 #[test]
 fn corrupt_submodel_download_is_rejected_and_the_old_model_kept() {
-    let (url, server) = corrupt_edge();
+    let url = scripted_edge(Script {
+        submodel: b"corrupt bytes".to_vec(),
+        infer_delay: Duration::ZERO,
+        download_delay: Duration::ZERO,
+    });
     let mut h = local(&[("edge-url", v(url))]);
+    // The edge answers the frame; the download of the submodel it selects fails verification
+    // on the swap worker, and the frames after it keep submodel 0.
     let r = h.push(240);
-    server.join().unwrap();
-    assert!(r.degraded);
-    assert_eq!(r.submodel, 0);
+    assert_eq!((r.source.as_str(), r.degraded), ("edge", false));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.stat::<u64>("offload-failures") == 0 {
+        assert!(Instant::now() < deadline, "the download was never rejected");
+        std::thread::sleep(Duration::from_millis(20));
+        h.push(20);
+    }
     assert_eq!(h.stat::<i32>("active-submodel"), 0);
-    assert_eq!(h.stat::<u64>("offload-failures"), 1);
+    assert_eq!(h.stat::<u64>("fetches"), 0);
     let w = h.messages("warning");
     assert!(
         w[0].get::<String>("text").unwrap().contains("rejected"),
         "{w:?}"
     );
     assert!(h.push(20).hit, "submodel 0 still works");
+}
+
+/// A slow download never holds a frame: the miss waits only for the edge's answer, the frames
+/// after it keep the old submodel until the new one is compiled, then it is active.
+#[test]
+fn no_frame_waits_for_a_download_or_a_compile() {
+    let url = scripted_edge(Script {
+        submodel: real_submodel_1(),
+        infer_delay: Duration::ZERO,
+        download_delay: Duration::from_millis(1500),
+    });
+    let mut h = local(&[("edge-url", v(url)), ("timeout-ms", v(5000u32))]);
+    let t = Instant::now();
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(h.el.property::<u32>("swaps-pending"), 1);
+    let t = Instant::now();
+    let r = h.push(20); // submodel 0 is still active while 1 downloads
+    assert!(r.hit && r.submodel == 0);
+    assert!(t.elapsed() < Duration::from_millis(500));
+    h.settle();
+    let r = h.push(240);
+    assert_eq!((r.hit, r.submodel), (true, 1));
+    let phases: u64 = ["download", "verify", "parse", "optimise", "first-run"]
+        .iter()
+        .map(|p| h.stat::<u64>(&format!("swap-{p}-us")))
+        .sum();
+    assert!(h.stat::<u64>("swap-download-us") >= 1_500_000);
+    assert!(phases >= h.stat::<u64>("swap-download-us"));
+    let swaps = h.messages("cachenet-swap");
+    assert_eq!(swaps.len(), 1);
+    assert_eq!(swaps[0].get::<u32>("submodel").unwrap(), 1);
+    assert!(swaps[0].get::<u64>("wait-us").unwrap() >= 1_500_000);
+}
+
+/// A flush (seek) cuts a sync wait short and drops what was asked before it.
+#[test]
+fn flush_cancels_the_wait_and_drops_earlier_answers() {
+    let url = scripted_edge(Script {
+        submodel: real_submodel_1(),
+        infer_delay: Duration::from_millis(3000),
+        download_delay: Duration::ZERO,
+    });
+    let mut h = local(&[("edge-url", v(url)), ("timeout-ms", v(10000u32))]);
+    let el = h.el.clone();
+    let flusher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let pad = el.static_pad("sink").unwrap();
+        assert!(pad.send_event(gst::event::FlushStart::new()));
+    });
+    let t = Instant::now();
+    let mut buf = gst::Buffer::from_mut_slice(vec![240u8; 16 * 16]);
+    buf.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+    let _ = h.h.push(buf); // flushing: the buffer may be refused
+    flusher.join().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(2000),
+        "the flush did not cut the wait short: {:?}",
+        t.elapsed()
+    );
+    let pad = h.el.static_pad("sink").unwrap();
+    assert!(pad.send_event(gst::event::FlushStop::new(true)));
+    h.h.set_src_caps_str("video/x-raw,format=GRAY8,width=16,height=16,framerate=30/1");
+    // The answer to the request from before the flush (it comes 3 s after it was asked) is
+    // dropped: submodel 1 is never fetched for it.
+    std::thread::sleep(Duration::from_millis(3200));
+    let r = h.push(20);
+    assert!(r.hit && r.submodel == 0);
+    assert_eq!(h.stat::<u64>("fetches"), 0);
+    assert_eq!(
+        h.stat::<u64>("offload-failures"),
+        0,
+        "a flush is not an edge failure"
+    );
+}
+
+/// In async mode an answer asked for before a flush does not swap after it.
+#[test]
+fn async_answer_from_before_a_flush_is_dropped() {
+    let url = scripted_edge(Script {
+        submodel: real_submodel_1(),
+        infer_delay: Duration::from_millis(500),
+        download_delay: Duration::ZERO,
+    });
+    let mut h = local(&[("edge-url", v(url)), ("offload", v("async"))]);
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.submodel), ("device", 0));
+    let pad = h.el.static_pad("sink").unwrap();
+    assert!(pad.send_event(gst::event::FlushStart::new()));
+    assert!(pad.send_event(gst::event::FlushStop::new(true)));
+    h.h.set_src_caps_str("video/x-raw,format=GRAY8,width=16,height=16,framerate=30/1");
+    std::thread::sleep(Duration::from_millis(900));
+    for _ in 0..3 {
+        let r = h.push(20);
+        assert!(r.hit && r.submodel == 0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(h.stat::<u64>("fetches"), 0);
+    assert_eq!(h.stat::<i32>("active-submodel"), 0);
 }
 
 #[test]
@@ -444,6 +601,7 @@ fn cache_dir_persists_submodels_across_restarts() {
         ]);
         let r = h.push(240); // cold start: a miss
         assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+        h.settle();
         assert!(h.push(240).hit);
     }
     assert!(dir.path().join("tiny/manifest.json").exists());
@@ -473,6 +631,8 @@ fn cache_dir_persists_submodels_across_restarts() {
     ]);
     let r = h.push(240);
     assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+    h.settle();
+    assert!(h.push(240).hit);
     assert!(h.stat::<u64>("bytes-down") > 1000);
 }
 

@@ -29,8 +29,9 @@ def cmd_fetch(a):
 
 def cmd_fit(a):
     import numpy as np
+    import torch
     from . import data, export, report, train
-    from .nets import Selector
+    from .nets import ClassSectorSelector, Selector
     _logging(os.path.join(a.out, "train.log"))
     if a.dataset == "fashion-mnist" and not a.data_root:
         data.fetch_fashion_mnist()
@@ -38,19 +39,43 @@ def cmd_fit(a):
     te = data.load_dataset(a.dataset, "test", a.data_root)
     cfg = train.Config(dataset=a.dataset, k=a.k, epochs_full=a.epochs_full, epochs=a.epochs, nu=a.nu,
                        batch=a.batch, limit=a.limit, test_limit=a.test_limit, seed=a.seed, threads=a.threads,
-                       bf16=not a.fp32, tau=a.tau, gamma=a.gamma)
-    full, vae, gen_net, mean, std, history, test = train.fit(cfg, tr, te, a.out)
-    shape = tuple(test.x.shape[1:])
-    ev = report.evaluate(cfg, full, vae, gen_net, test)
-    y = ev["y"]
-    full_acc = float((ev["full_pred"] == y).mean())
-    rows = report.sweep(ev, report.sequence(y, "grouped", cfg.seed))
-    threshold = a.threshold if a.threshold else report.choose_threshold(rows, full_acc)["threshold"]
-    samples = test.x[:8].cpu().numpy()
+                       bf16=not a.fp32, tau=a.tau, gamma=a.gamma, selector=a.selector, ablation=not a.no_ablation,
+                       full_widths=tuple(a.full_widths), full_blocks=a.full_blocks, sub_widths=tuple(a.sub_widths),
+                       lr=a.lr, epochs_class=a.epochs_class)
+    r = train.fit(cfg, tr, te, a.out)
+    if a.train_only:
+        logging.info("trained; --train-only: no export")
+        return
+    full, test = r["full"].float(), r["test"]
+    shape = tuple(test.raw.shape[1:])
+    kws = {"vae": {"vae": r["vae"]}, "class": {"angles": r["angles"]}}
+    gens = {"vae": r["gen"], "class": r["class_gen"]}
+    names = [n for n in ("vae", "class") if gens[n] is not None and (n == a.selector or cfg.ablation)]
+    variants, camera, evs = {}, {}, {}
+    if a.dataset == "fashion-mnist" and cfg.test_limit:
+        te = te.subset(cfg.test_limit, cfg.seed)
+    for n in names:
+        evs[n] = report.evaluate(cfg, full, gens[n], test.x, test.y, **kws[n])
+        variants[n] = report.variant_summary(evs[n], cfg.seed)
+        cam_ev = report.camera_eval(cfg, full, gens[n], te, test, kws[n], cfg.seed)
+        order = np.arange(len(cam_ev["y"]))
+        camera[n] = dict(report.simulate(cam_ev, order, variants[n]["threshold"]),
+                         full_accuracy=float((cam_ev["full_pred"] == cam_ev["y"]).mean()))
+        logging.info("%s selector: %s; camera %s", n, {k2: variants[n][k2] for k2 in ("threshold", "grouped")},
+                     camera[n])
+    chosen = a.selector
+    threshold = a.threshold if a.threshold else variants[chosen]["threshold"]
+    samples = test.x[:8].cpu().float().numpy()
+    gen_net = gens[chosen].float()
+    selector = ClassSectorSelector(r["angles"]) if chosen == "class" else Selector(r["vae"].float())
     diffs = export.export_all(a.out, a.name or os.path.basename(os.path.abspath(a.out)), a.version,
-                              tr.classes, mean, std, shape, full.cpu(), Selector(vae).cpu(), gen_net.cpu(), cfg,
-                              threshold, samples)
-    summary = report.write_report(a.out, cfg, tr.classes, history, ev, full, gen_net, shape, diffs)
+                              tr.classes, r["mean"], r["std"], shape, full.cpu(), selector.cpu(), gen_net.cpu(),
+                              cfg, threshold, samples,
+                              selector_input="probabilities" if chosen == "class" else "image")
+    timings = {f: report.onnx_ms(os.path.join(a.out, f), shape)
+               for f in ["full.onnx"] + [f"submodel-{k}.onnx" for k in range(cfg.k)]}
+    summary = report.write_report(a.out, cfg, tr.classes, r["history"], variants, chosen, full, gen_net, shape,
+                                  diffs, timings, camera)
     logging.info("full accuracy %.4f; CacheNet grouped replay at T=%s: accuracy %.4f hit rate %.4f",
                  summary["full_accuracy"], summary["threshold"], summary["grouped"]["accuracy"],
                  summary["grouped"]["hit_rate"])
@@ -61,6 +86,10 @@ def cmd_replay(a):
     if a.dataset == "fashion-mnist" and not a.data_root:
         data.fetch_fashion_mnist()
     ds = data.load_dataset(a.dataset, a.split, a.data_root)
+    if a.order == "camera":
+        n = max(1, a.limit // (5 * len(ds.classes))) if a.limit else 40
+        print(replay.write_camera_frames(ds.images, ds.labels, ds.classes, a.out, items_per_class=n, seed=a.seed))
+        return
     idx = replay.sequence(ds.labels, a.order, a.seed)
     if a.limit:
         idx = idx[:a.limit] if a.order != "grouped" else _spread(ds.labels, idx, a.limit)
@@ -98,6 +127,8 @@ def main(argv=None):
     f.add_argument("--version", default="1.0.0")
     f.add_argument("--epochs-full", type=int, default=10)
     f.add_argument("--epochs", type=int, default=10)
+    f.add_argument("--epochs-class", type=int, default=0,
+                   help="epochs of the class-consistent generator (0: as --epochs)")
     f.add_argument("--nu", type=int, default=5)
     f.add_argument("--batch", type=int, default=128)
     f.add_argument("--tau", type=float, default=0.3)
@@ -108,12 +139,20 @@ def main(argv=None):
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=0)
     f.add_argument("--fp32", action="store_true", help="disable bf16 autocast")
+    f.add_argument("--lr", type=float, default=0.1)
+    f.add_argument("--selector", default="class", choices=["class", "vae"],
+                   help="class: class-consistent sectors (default); vae: the paper's S-InfoVAE selector")
+    f.add_argument("--no-ablation", action="store_true", help="train only the chosen selector's generator")
+    f.add_argument("--full-widths", type=int, nargs=3, default=[80, 160, 320])
+    f.add_argument("--full-blocks", type=int, default=2)
+    f.add_argument("--sub-widths", type=int, nargs=3, default=[24, 48, 96])
+    f.add_argument("--train-only", action="store_true", help="stop after training (checkpoints only)")
     f.set_defaults(fn=cmd_fit)
     f = sub.add_parser("replay", help="write a replay sequence as PNG frames + labels.csv")
     f.add_argument("--dataset", default="fashion-mnist")
     f.add_argument("--data-root")
     f.add_argument("--split", default="test")
-    f.add_argument("--order", default="grouped", choices=["grouped", "segments", "shuffled"])
+    f.add_argument("--order", default="grouped", choices=["grouped", "segments", "shuffled", "camera"])
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--limit", type=int, default=0)
     f.add_argument("--out", required=True)

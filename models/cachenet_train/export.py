@@ -65,13 +65,21 @@ def selector_vectors(k: int, sigma: float, tau: float, gamma: float, points=None
 
 
 def export_all(out: str, name: str, version: str, classes, mean, std, shape, full, selector, gen_net, cfg,
-               threshold: float, samples: np.ndarray) -> dict:
+               threshold: float, samples: np.ndarray, selector_input: str = "image") -> dict:
+    """selector_input: "image" (the paper's selector takes the frame) or "probabilities" (the
+    class-consistent selector takes the full model's posterior as 1xNx1x1)."""
     os.makedirs(out, exist_ok=True)
     diffs = {}
     _export(full, shape, os.path.join(out, "full.onnx"))
-    diffs["full.onnx"] = check_onnx(full, os.path.join(out, "full.onnx"), samples)
-    _export(selector, shape, os.path.join(out, "selector.onnx"))
-    diffs["selector.onnx"] = check_onnx(selector, os.path.join(out, "selector.onnx"), samples)
+    diffs["full.onnx"] = check_onnx(full, os.path.join(out, "full.onnx"), samples, tol=2e-4)
+    sel_shape, sel_samples = shape, samples
+    if selector_input == "probabilities":
+        sel_shape = (len(classes), 1, 1)
+        with torch.no_grad():
+            p = torch.softmax(full.eval().float()(torch.from_numpy(samples.astype(np.float32))), 1)
+        sel_samples = p.numpy()[:, :, None, None]
+    _export(selector, sel_shape, os.path.join(out, "selector.onnx"))
+    diffs["selector.onnx"] = check_onnx(selector, os.path.join(out, "selector.onnx"), sel_samples)
     subs = []
     for k in range(cfg.k):
         fname = f"submodel-{k}.onnx"
@@ -88,7 +96,8 @@ def export_all(out: str, name: str, version: str, classes, mean, std, shape, ful
         "input": {"width": w, "height": h, "channels": c, "color": "gray" if c == 1 else "rgb",
                   "layout": "NCHW", "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
         "full_model": file_entry(out, "full.onnx"),
-        "selector": dict(file_entry(out, "selector.onnx"), k=cfg.k, sigma=cfg.sigma, tau=cfg.tau, gamma=cfg.gamma),
+        "selector": dict(file_entry(out, "selector.onnx"), k=cfg.k, sigma=cfg.sigma, tau=cfg.tau, gamma=cfg.gamma,
+                         input=selector_input),
         "submodels": subs,
         "threshold": float(threshold),
     }
@@ -98,7 +107,7 @@ def export_all(out: str, name: str, version: str, classes, mean, std, shape, ful
     pts = None
     if samples is not None and len(samples):
         with torch.no_grad():
-            pts = selector.eval().float()(torch.from_numpy(samples[:16].astype(np.float32))).tolist()
+            pts = selector.eval().float()(torch.from_numpy(sel_samples[:16].astype(np.float32))).tolist()
     with open(os.path.join(out, "selector-vectors.json"), "w") as f:
         json.dump(selector_vectors(cfg.k, cfg.sigma, cfg.tau, cfg.gamma, pts), f, indent=1)
     return diffs

@@ -27,7 +27,7 @@ def angle_eq9(z: torch.Tensor) -> torch.Tensor:
 def noisy_angle_eq10(theta: torch.Tensor, noise_std: float = 0.0, generator=None) -> torch.Tensor:
     """Eq 10: (theta + eps) mod 2pi, eps ~ N(0, noise_std^2) during training only."""
     if noise_std > 0:
-        theta = theta + noise_std * torch.randn(theta.shape, generator=generator, device=theta.device)
+        theta = theta + noise_std * torch.randn(theta.shape, generator=generator).to(theta.device, theta.dtype)
     t = torch.remainder(theta, TWO_PI)
     return torch.where(t >= TWO_PI, torch.zeros_like(t), t)
 

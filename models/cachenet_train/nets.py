@@ -124,6 +124,21 @@ class SInfoVAE(nn.Module):
         return mu2
 
 
+class ClassSectorSelector(nn.Module):
+    """The class-consistent selector (extension to the paper): the full model's class posterior
+    p (1xNx1x1, what the edge has already computed) -> the 2-D point sum_c p_c (cos t_c, sin t_c),
+    where t_c is the angle given to class c. Its angle falls in the sector of the likely class, so
+    eqs 9-12 select that class's submodel."""
+
+    def __init__(self, class_angles):
+        super().__init__()
+        a = torch.as_tensor(class_angles, dtype=torch.float32)
+        self.register_buffer("table", torch.stack([a.cos(), a.sin()], 1))  # [N, 2]
+
+    def forward(self, p):
+        return p.flatten(1) @ self.table
+
+
 class Selector(nn.Module):
     """Exported selector: image -> 2-D point."""
 

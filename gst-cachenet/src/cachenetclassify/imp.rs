@@ -16,8 +16,9 @@ use super::{Mode, Offload};
 use crate::edge::EdgeClient;
 use crate::frame::{FORMATS, Planes, Preprocessor};
 use crate::result::{RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
-use crate::runtime::{self, FrameResult, Runtime, Stats};
+use crate::runtime::{self, FrameResult, Runtime, Stats, SwapEvent};
 use crate::store::Store;
+use crate::worker::Generation;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -33,6 +34,7 @@ const DEFAULT_THRESHOLD: f32 = -1.0;
 const DEFAULT_CACHE_SIZE: u32 = 1;
 const DEFAULT_TIMEOUT_MS: u32 = 1000;
 const DEFAULT_POST_MESSAGES: bool = true;
+const DEFAULT_KEEP_COMPILED: bool = true;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -47,6 +49,7 @@ struct Settings {
     timeout_ms: u32,
     token: Option<String>,
     post_messages: bool,
+    keep_compiled: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +66,7 @@ impl Default for Settings {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             token: None,
             post_messages: DEFAULT_POST_MESSAGES,
+            keep_compiled: DEFAULT_KEEP_COMPILED,
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct CacheNetClassify {
     state: Mutex<Option<State>>,
     /// Snapshot for the `stats` property, readable without waiting on the streaming thread.
     stats: Mutex<Stats>,
+    /// Flush generation: a flush-start moves it, which cancels waits and background work.
+    generation: Generation,
 }
 
 #[glib::object_subclass]
@@ -104,6 +110,30 @@ fn stats_structure(s: &Stats) -> gst::Structure {
         .field("edge-time-us", s.edge_time_us)
         .field("hit-rate", s.hit_rate())
         .field("active-submodel", s.active_submodel)
+        .field("fetches", s.fetches)
+        .field("plan-reuses", s.plan_reuses)
+        .field("swap-download-us", s.swap.download_us)
+        .field("swap-verify-us", s.swap.verify_us)
+        .field("swap-store-us", s.swap.store_us)
+        .field("swap-parse-us", s.swap.parse_us)
+        .field("swap-optimise-us", s.swap.optimise_us)
+        .field("swap-first-run-us", s.swap.first_run_us)
+        .field("swap-wait-us", s.swap_wait_us)
+        .build()
+}
+
+fn swap_message(e: &SwapEvent) -> gst::Structure {
+    gst::Structure::builder("cachenet-swap")
+        .field("submodel", e.submodel)
+        .field("fetched", e.fetched)
+        .field("bytes", e.bytes)
+        .field("download-us", e.timings.download_us)
+        .field("verify-us", e.timings.verify_us)
+        .field("store-us", e.timings.store_us)
+        .field("parse-us", e.timings.parse_us)
+        .field("optimise-us", e.timings.optimise_us)
+        .field("first-run-us", e.timings.first_run_us)
+        .field("wait-us", e.wait_us)
         .build()
 }
 
@@ -188,9 +218,20 @@ impl ObjectImpl for CacheNetClassify {
                     .default_value(DEFAULT_POST_MESSAGES)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("keep-compiled")
+                    .nick("Keep compiled")
+                    .blurb("Keep the compiled plans of evicted submodels in memory, so that an evicted submodel comes back without a download or a compile")
+                    .default_value(DEFAULT_KEEP_COMPILED)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("swaps-pending")
+                    .nick("Swaps pending")
+                    .blurb("Submodels being fetched and compiled in the background; each becomes active at the next frame boundary after it is ready")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Counters: frames, hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel")
+                    .blurb("Counters: frames, hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,wait}-us")
                     .read_only()
                     .build(),
             ]
@@ -217,6 +258,7 @@ impl ObjectImpl for CacheNetClassify {
             "timeout-ms" => s.timeout_ms = value.get().expect("type checked upstream"),
             "token" => s.token = opt(value),
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
+            "keep-compiled" => s.keep_compiled = value.get().expect("type checked upstream"),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -235,6 +277,8 @@ impl ObjectImpl for CacheNetClassify {
             "timeout-ms" => s.timeout_ms.to_value(),
             "token" => s.token.to_value(),
             "post-messages" => s.post_messages.to_value(),
+            "keep-compiled" => s.keep_compiled.to_value(),
+            "swaps-pending" => (self.generation.swaps_pending() as u32).to_value(),
             "stats" => stats_structure(&self.stats.lock().unwrap()).to_value(),
             _ => unreachable!("only registered properties are asked for"),
         }
@@ -404,10 +448,20 @@ impl CacheNetClassify {
             },
             threshold,
             cache_size,
+            keep_compiled: s.keep_compiled,
+            timeout,
         };
         let full = local.as_ref().map(|l| l.full.clone());
-        let runtime =
-            Runtime::new(manifest, config, full, initial, edge, store).map_err(settings_error)?;
+        let runtime = Runtime::new(
+            manifest,
+            config,
+            full,
+            initial,
+            edge,
+            store,
+            self.generation.clone(),
+        )
+        .map_err(settings_error)?;
         gst::info!(
             CAT,
             imp = self,
@@ -467,9 +521,45 @@ impl BaseTransformImpl for CacheNetClassify {
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
         let started = Instant::now();
         let post = self.settings.lock().unwrap().post_messages;
-        let mut guard = self.state.lock().unwrap();
-        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let Some((info, pre)) = &state.video else {
+        // The state leaves the lock while the frame is processed (a sync miss waits for the
+        // edge): no lock is held across that wait. Only this streaming thread uses the state
+        // between start() and stop().
+        let mut state = self
+            .state
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or(gst::FlowError::Flushing)?;
+        let out = self.process(&mut state, buf, post, started);
+        *self.state.lock().unwrap() = Some(state);
+        out
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            // Out of band: cancels a sync wait and background work in flight.
+            gst::EventView::FlushStart(_) => self.generation.bump(),
+            // Serialized, on the streaming thread: nothing asked before the flush is pending.
+            gst::EventView::FlushStop(_) => {
+                if let Some(st) = self.state.lock().unwrap().as_mut() {
+                    st.runtime.flushed();
+                }
+            }
+            _ => {}
+        }
+        self.parent_sink_event(event)
+    }
+}
+
+impl CacheNetClassify {
+    fn process(
+        &self,
+        state: &mut State,
+        buf: &mut gst::BufferRef,
+        post: bool,
+        started: Instant,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Some((info, pre)) = &mut state.video else {
             return Err(gst::FlowError::NotNegotiated);
         };
         let (width, height) = (info.width(), info.height());
@@ -502,11 +592,11 @@ impl BaseTransformImpl for CacheNetClassify {
         let stats = state.runtime.stats();
         let inference_us = spent(&stats).saturating_sub(spent_before);
         let warnings = state.runtime.take_warnings();
+        let swaps = state.runtime.take_swap_events();
         let recovered = state.runtime.take_recovered();
         let frame_no = state.frame;
         state.frame += 1;
         *self.stats.lock().unwrap() = stats;
-        drop(guard);
 
         let pts = buf.pts();
         {
@@ -531,6 +621,13 @@ impl BaseTransformImpl for CacheNetClassify {
             gst::info!(CAT, imp = self, "edge server answers again");
         }
         if post {
+            for e in &swaps {
+                let _ = self.obj().post_message(
+                    gst::message::Element::builder(swap_message(e))
+                        .src(&*self.obj())
+                        .build(),
+                );
+            }
             let s = result_fields(RESULT_MESSAGE, &result)
                 .field("latency-us", started.elapsed().as_micros() as u64)
                 .field("inference-us", inference_us)

@@ -1,0 +1,438 @@
+//! The device's background work, off the streaming thread: edge requests (`offload`) and
+//! submodel swaps (`swap`: fetch, verify, store, compile). Each runs on its own named thread,
+//! takes jobs from a bounded queue and answers on a channel that the runtime polls at frame
+//! boundaries. A generation counter shared with the element cancels work on flush and stop: a
+//! job or answer from an older generation is dropped. Dropping a [`Worker`] closes its queue and
+//! joins its thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cachenet_core::engine::Model;
+use cachenet_core::manifest::Manifest;
+use cachenet_core::modelset::load_classifier_timed;
+use cachenet_core::proto;
+use cachenet_core::sha256_hex;
+
+use crate::edge::{EdgeClient, Traffic};
+use crate::store::Store;
+
+/// Flush/stop generation, shared by the element, the runtime and the workers, and the number
+/// of swaps asked of the swap worker and not finished yet.
+#[derive(Debug, Clone, Default)]
+pub struct Generation {
+    generation: Arc<AtomicU64>,
+    swaps: Arc<AtomicUsize>,
+}
+
+impl Generation {
+    pub fn current(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+    /// Cancel everything requested so far.
+    pub fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+    /// Swaps (fetch + compile) queued or running on the swap worker.
+    pub fn swaps_pending(&self) -> usize {
+        self.swaps.load(Ordering::Acquire)
+    }
+}
+
+/// An answer of the edge to one frame.
+#[derive(Debug)]
+pub struct InferOutcome {
+    pub response: proto::InferResponse,
+    pub traffic: Traffic,
+    pub took: Duration,
+}
+
+/// Where the time of one swap went (device side, microseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SwapTimings {
+    /// Network: request to last byte (0 when `cache-dir` had it).
+    pub download_us: u64,
+    /// sha256 of the bytes.
+    pub verify_us: u64,
+    /// Writing to `cache-dir` (or reading from it).
+    pub store_us: u64,
+    /// ONNX parse.
+    pub parse_us: u64,
+    /// tract's optimisation into a runnable plan.
+    pub optimise_us: u64,
+    /// The first run on a zero frame (allocations, caches).
+    pub first_run_us: u64,
+}
+
+impl SwapTimings {
+    pub fn total_us(&self) -> u64 {
+        self.download_us
+            + self.verify_us
+            + self.store_us
+            + self.parse_us
+            + self.optimise_us
+            + self.first_run_us
+    }
+}
+
+/// A compiled submodel, ready to become active.
+#[derive(Debug)]
+pub struct Fetched {
+    pub id: u32,
+    pub model: Model,
+    pub timings: SwapTimings,
+    pub traffic: Traffic,
+    /// From cache-dir rather than the network.
+    pub from_store: bool,
+}
+
+/// Everything the workers need.
+#[derive(Clone)]
+pub struct Remote {
+    pub edge: EdgeClient,
+    pub store: Option<Store>,
+    pub manifest: Arc<Manifest>,
+}
+
+impl Remote {
+    /// One edge request; the answer is checked against the manifest.
+    pub fn infer(
+        &self,
+        hwc: Vec<u8>,
+        cached: Vec<u32>,
+        request_id: String,
+    ) -> Result<InferOutcome, String> {
+        let t = Instant::now();
+        let spec = &self.manifest.input;
+        let req = proto::InferRequest {
+            api_version: proto::API_VERSION,
+            request_id,
+            image: Some(proto::infer_request::Image::Raw(proto::RawFrame {
+                pixels: hwc,
+                width: spec.width as u32,
+                height: spec.height as u32,
+                channels: spec.channels as u32,
+            })),
+            cached_submodels: cached,
+        };
+        let (response, traffic) = self.edge.infer(&req)?;
+        if response.class_id as usize >= self.manifest.labels.len() {
+            return Err(format!(
+                "edge answered class {} out of range",
+                response.class_id
+            ));
+        }
+        if response.probabilities.len() != self.manifest.labels.len()
+            || !response.probabilities.iter().all(|p| p.is_finite())
+        {
+            return Err("edge answered malformed probabilities".into());
+        }
+        let id = response.submodel_id;
+        let spec = self
+            .manifest
+            .submodel(id)
+            .ok_or_else(|| format!("edge selected unknown submodel {id}"))?;
+        if !spec.sha256.eq_ignore_ascii_case(&response.submodel_sha256) {
+            return Err(format!(
+                "edge selected submodel {id} with sha256 {}, the manifest says {}",
+                response.submodel_sha256, spec.sha256
+            ));
+        }
+        Ok(InferOutcome {
+            response,
+            traffic,
+            took: t.elapsed(),
+        })
+    }
+
+    /// Fetch (cache-dir, else the edge), verify, store and compile submodel `id`. Gives up
+    /// between phases once `generation` has moved past `at`.
+    pub fn fetch(&self, id: u32, generation: &Generation, at: u64) -> Result<Fetched, String> {
+        let cancelled = || -> Result<(), String> {
+            if generation.current() != at {
+                Err("cancelled".into())
+            } else {
+                Ok(())
+            }
+        };
+        let spec = self
+            .manifest
+            .submodel(id)
+            .ok_or_else(|| format!("unknown submodel {id}"))?;
+        let mut timings = SwapTimings::default();
+        let mut traffic = Traffic::default();
+        let t = Instant::now();
+        let stored = self.store.as_ref().and_then(|s| s.load(&spec.sha256));
+        let from_store = stored.is_some();
+        let bytes = match stored {
+            Some(b) => {
+                timings.store_us = t.elapsed().as_micros() as u64;
+                b
+            }
+            None => {
+                let (b, tr) = self.edge.submodel(id, spec.size)?;
+                traffic = tr;
+                timings.download_us = t.elapsed().as_micros() as u64;
+                cancelled()?;
+                let t = Instant::now();
+                let actual = sha256_hex(&b);
+                timings.verify_us = t.elapsed().as_micros() as u64;
+                if !actual.eq_ignore_ascii_case(&spec.sha256) {
+                    return Err(format!(
+                        "submodel {id} download rejected: sha256 {actual} does not match the \
+                         manifest's {}",
+                        spec.sha256
+                    ));
+                }
+                if let Some(s) = &self.store {
+                    let t = Instant::now();
+                    s.save(&spec.sha256, &b)?;
+                    timings.store_us = t.elapsed().as_micros() as u64;
+                }
+                b
+            }
+        };
+        cancelled()?;
+        let (model, load) = load_classifier_timed(&self.manifest, &spec.file, &bytes)
+            .map_err(|e| format!("submodel {id} rejected: {e}"))?;
+        timings.parse_us = load.parse_us;
+        timings.optimise_us = load.optimise_us;
+        cancelled()?;
+        let t = Instant::now();
+        let zeros = vec![0.0f32; model.input_len()];
+        model
+            .run(&zeros)
+            .map_err(|e| format!("submodel {id} rejected: {e}"))?;
+        timings.first_run_us = t.elapsed().as_micros() as u64;
+        Ok(Fetched {
+            id,
+            model,
+            timings,
+            traffic,
+            from_store,
+        })
+    }
+}
+
+/// A job tagged with the generation it was asked in.
+struct Tagged<T> {
+    generation: u64,
+    value: T,
+}
+
+/// One background thread with a bounded job queue.
+pub struct Worker<J: Send + 'static, D: Send + 'static> {
+    name: &'static str,
+    jobs: Option<SyncSender<Tagged<J>>>,
+    done: Receiver<Tagged<D>>,
+    handle: Option<JoinHandle<()>>,
+    run: Arc<dyn Fn(J, u64) -> D + Send + Sync>,
+    generation: Generation,
+    queue: usize,
+    /// Counts this worker's unfinished jobs where the element can read it (swap worker).
+    busy: Option<Arc<AtomicUsize>>,
+    /// Jobs sent and not answered yet.
+    pub pending: usize,
+}
+
+impl<J: Send + 'static, D: Send + 'static> Worker<J, D> {
+    pub fn spawn(
+        name: &'static str,
+        generation: Generation,
+        queue: usize,
+        busy: Option<Arc<AtomicUsize>>,
+        run: impl Fn(J, u64) -> D + Send + Sync + 'static,
+    ) -> Worker<J, D> {
+        let run: Arc<dyn Fn(J, u64) -> D + Send + Sync> = Arc::new(run);
+        let (jobs, done, handle) =
+            Self::start(name, queue, run.clone(), generation.clone(), busy.clone());
+        Worker {
+            name,
+            jobs: Some(jobs),
+            done,
+            handle: Some(handle),
+            run,
+            generation,
+            queue,
+            busy,
+            pending: 0,
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start(
+        name: &'static str,
+        queue: usize,
+        run: Arc<dyn Fn(J, u64) -> D + Send + Sync>,
+        generation: Generation,
+        busy: Option<Arc<AtomicUsize>>,
+    ) -> (SyncSender<Tagged<J>>, Receiver<Tagged<D>>, JoinHandle<()>) {
+        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Tagged<J>>(queue);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let finished = || {
+                    if let Some(b) = &busy {
+                        b.fetch_sub(1, Ordering::AcqRel);
+                    }
+                };
+                for job in job_rx {
+                    if job.generation != generation.current() {
+                        finished();
+                        continue; // asked before a flush: not worth doing
+                    }
+                    let value = run(job.value, job.generation);
+                    let sent = done_tx.send(Tagged {
+                        generation: job.generation,
+                        value,
+                    });
+                    finished();
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawn a cachenet worker thread");
+        (jobs, done, handle)
+    }
+
+    /// Queue a job; false when the queue is full.
+    pub fn submit(&mut self, job: J) -> Result<bool, String> {
+        let tagged = Tagged {
+            generation: self.generation.current(),
+            value: job,
+        };
+        let sent = match self.jobs.as_ref() {
+            Some(tx) => tx.try_send(tagged),
+            None => return Err(format!("{} worker is stopped", self.name)),
+        };
+        match sent {
+            Ok(()) => {
+                self.pending += 1;
+                if let Some(b) = &self.busy {
+                    b.fetch_add(1, Ordering::AcqRel);
+                }
+                Ok(true)
+            }
+            Err(TrySendError::Full(_)) => Ok(false),
+            Err(TrySendError::Disconnected(_)) => Err(self.restart()),
+        }
+    }
+
+    /// Replace a dead thread (it panicked): later jobs run again. Returns the warning to post.
+    fn restart(&mut self) -> String {
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        if let Some(b) = &self.busy {
+            b.store(0, Ordering::Release);
+        }
+        let (jobs, done, handle) = Self::start(
+            self.name,
+            self.queue,
+            self.run.clone(),
+            self.generation.clone(),
+            self.busy.clone(),
+        );
+        self.jobs = Some(jobs);
+        self.done = done;
+        self.handle = Some(handle);
+        self.pending = 0;
+        format!("the {} worker thread stopped; restarted it", self.name)
+    }
+
+    /// An answer of the current generation, if one is ready. `Err` carries a warning when the
+    /// thread died (it has been restarted).
+    pub fn try_next(&mut self) -> Result<Option<D>, String> {
+        loop {
+            match self.done.try_recv() {
+                Ok(d) => {
+                    self.pending = self.pending.saturating_sub(1);
+                    if d.generation == self.generation.current() {
+                        return Ok(Some(d.value));
+                    }
+                }
+                Err(TryRecvError::Empty) => {
+                    if self.pending > 0 && self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+                        return Err(self.restart());
+                    }
+                    return Ok(None);
+                }
+                Err(TryRecvError::Disconnected) => return Err(self.restart()),
+            }
+        }
+    }
+
+    /// Wait for the next answer of the current generation until `deadline`, giving up early
+    /// when the generation moves (a flush). `Ok(None)`: timed out or cancelled.
+    pub fn wait(&mut self, deadline: Instant) -> Result<Option<D>, String> {
+        let at = self.generation.current();
+        loop {
+            let now = Instant::now();
+            if now >= deadline || self.generation.current() != at {
+                return Ok(None);
+            }
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            match self.done.recv_timeout(slice) {
+                Ok(d) => {
+                    self.pending = self.pending.saturating_sub(1);
+                    if d.generation == self.generation.current() {
+                        return Ok(Some(d.value));
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+                        return Err(self.restart());
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(self.restart()),
+            }
+        }
+    }
+}
+
+impl<J: Send + 'static, D: Send + 'static> Drop for Worker<J, D> {
+    fn drop(&mut self) {
+        self.generation.bump();
+        self.jobs = None; // closes the queue: the thread ends after its current job
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The offload worker's job: a frame for the edge.
+pub struct InferJob {
+    pub hwc: Vec<u8>,
+    pub cached: Vec<u32>,
+    pub request_id: String,
+}
+
+/// Answers carry their request id, so that a late answer is never taken for a newer request's.
+pub type OffloadWorker = Worker<InferJob, (String, Result<InferOutcome, String>)>;
+pub type SwapWorker = Worker<u32, (u32, Result<Fetched, String>)>;
+
+pub fn offload_worker(remote: Remote, generation: Generation) -> OffloadWorker {
+    Worker::spawn(
+        "cachenet-offload",
+        generation,
+        1,
+        None,
+        move |j: InferJob, _| {
+            let id = j.request_id.clone();
+            (id, remote.infer(j.hwc, j.cached, j.request_id))
+        },
+    )
+}
+
+pub fn swap_worker(remote: Remote, generation: Generation) -> SwapWorker {
+    let g = generation.clone();
+    let busy = Some(generation.swaps.clone());
+    Worker::spawn("cachenet-swap", generation, 8, busy, move |id: u32, at| {
+        (id, remote.fetch(id, &g, at))
+    })
+}
