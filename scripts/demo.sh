@@ -10,7 +10,7 @@ MODEL_DIR="${MODEL_DIR:-models/fashion-mnist}"
 PORT="${PORT:-8470}"
 MODE="${MODE:-cachenet}"
 DATA=".data/replay-grouped-$FRAMES"
-scripts/setup.sh >/dev/null
+CACHENET_SKIP_TORCH=1 scripts/setup.sh >/dev/null   # the demo never trains
 cargo build --workspace --quiet
 if [ ! -f "$DATA/labels.csv" ]; then
   (cd models && python3 -m cachenet_train replay --order grouped --seed 0 --limit "$FRAMES" --out "../$DATA") >/dev/null

@@ -45,12 +45,12 @@ struct Args {
         default_value = "device,edge,cachenet,submodel-only"
     )]
     modes: Vec<String>,
-    /// Thresholds for the CacheNet sweep on the first link (empty: no sweep).
-    #[arg(long, value_delimiter = ',', default_value = "0.1,0.3,0.6,1.0")]
-    sweep: Vec<f64>,
-    /// cache-size values for CacheNet on the first link (empty: none).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
-    cache_sizes: Vec<u32>,
+    /// Thresholds for the CacheNet sweep on the first link, comma-separated ("": no sweep).
+    #[arg(long, default_value = "0.1,0.3,0.6,1.0")]
+    sweep: String,
+    /// cache-size values for CacheNet on the first link, comma-separated ("": none).
+    #[arg(long, default_value = "1,2,3,4")]
+    cache_sizes: String,
     /// Also run Device and CacheNet on this second sequence (random-length class runs) on the
     /// first link ("": none).
     #[arg(long, default_value = "segments")]
@@ -58,6 +58,18 @@ struct Args {
     /// Output folder.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+}
+
+/// A comma-separated list; "" is the empty list.
+fn list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse::<T>().map_err(|e| format!("{v:?}: {e}")))
+        .collect()
 }
 
 fn exe_dir() -> PathBuf {
@@ -176,6 +188,8 @@ fn link_of(name: &str) -> Result<Option<Link>, String> {
 
 fn real_main() -> Result<(), String> {
     let a = Args::parse();
+    let sweep_ts: Vec<f64> = list(&a.sweep).map_err(|e| format!("--sweep: {e}"))?;
+    let cache_sizes: Vec<u32> = list(&a.cache_sizes).map_err(|e| format!("--cache-sizes: {e}"))?;
     let links: Vec<Option<Link>> = match (a.rtt_ms, a.mbps) {
         (Some(rtt_ms), Some(mbps)) => vec![Some(Link {
             name: "custom".into(),
@@ -433,7 +447,7 @@ fn real_main() -> Result<(), String> {
     }
     let first = link_name(&links[0]);
     let mut sweep = Vec::new();
-    for &t in &a.sweep {
+    for &t in &sweep_ts {
         sweep.push(measure(
             &first,
             &frames,
@@ -446,7 +460,7 @@ fn real_main() -> Result<(), String> {
         )?);
     }
     let mut cache_rows = Vec::new();
-    for &c in &a.cache_sizes {
+    for &c in &cache_sizes {
         let mut row = measure(
             &first,
             &frames,

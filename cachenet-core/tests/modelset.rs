@@ -206,3 +206,60 @@ fn selector_agrees_with_the_training_maths() {
     }
     assert!(cases >= 50, "{cases} cases");
 }
+
+/// A selector declared to take the full model's probabilities must take `1xNx1x1`: the
+/// fixture's image selector is refused with the shape named.
+#[test]
+fn selector_input_kind_is_checked() {
+    let d = copy_set();
+    edit_manifest(d.path(), |v| {
+        v["selector"]["input"] = "probabilities".into()
+    });
+    let e = ModelSet::load(d.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("selector.onnx") && e.contains("disagrees"),
+        "{e}"
+    );
+    let d = copy_set();
+    edit_manifest(d.path(), |v| v["selector"]["input"] = "pixels".into());
+    let e = Manifest::load(d.path()).unwrap_err().to_string();
+    assert!(e.contains("unknown variant"), "{e}");
+}
+
+/// The shipped set (class-consistent selector): a frame's submodel follows the full model's
+/// class, and every submodel serves at least one class.
+#[test]
+fn shipped_set_selects_by_the_full_models_class() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist");
+    let set = ModelSet::load(&dir).unwrap();
+    assert_eq!(
+        set.manifest.selector.input,
+        cachenet_core::manifest::SelectorInput::Probabilities
+    );
+    let n = set.manifest.labels.len();
+    let k = set.manifest.selector.k;
+    let frame = solid(&set, 0); // ignored by this selector
+    let mut used = std::collections::HashSet::new();
+    for c in 0..n {
+        let mut p = vec![0.0; n];
+        p[c] = 1.0;
+        let sel = set
+            .select(&frame, &Classification::from_probabilities(p))
+            .unwrap();
+        assert!((sel.submodel as usize) < k);
+        used.insert(sel.submodel);
+    }
+    assert_eq!(used.len(), k, "every submodel serves a class");
+    // The real posterior of a frame selects like its class.
+    let full = set.classify_full(&frame).unwrap();
+    let mut p = vec![0.0; n];
+    p[full.class_id] = 1.0;
+    if full.confidence > 0.999 {
+        assert_eq!(
+            set.select(&frame, &full).unwrap().submodel,
+            set.select(&frame, &Classification::from_probabilities(p))
+                .unwrap()
+                .submodel
+        );
+    }
+}

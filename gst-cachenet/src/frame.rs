@@ -138,11 +138,15 @@ impl AreaAxis {
 pub struct Preprocessor {
     layout: Layout,
     color: Color,
+    width: usize,
     out_w: usize,
     out_h: usize,
     xs: AreaAxis,
-    ys: AreaAxis,
-    /// One output row being accumulated (out_w x channels).
+    /// For each source row, the output rows it covers and with which weight.
+    rows: Vec<Vec<(usize, f32)>>,
+    /// One source row converted to the model's channels (width x channels).
+    line: Vec<f32>,
+    /// The whole output frame being accumulated (out_w x out_h x channels).
     acc: Vec<f32>,
 }
 
@@ -160,14 +164,24 @@ impl Preprocessor {
         if width == 0 || height == 0 {
             return Err("empty video frames".into());
         }
+        let ys = AreaAxis::new(height, out_h);
+        let mut rows = vec![Vec::new(); height];
+        for oy in 0..out_h {
+            for (sy, w) in ys.taps(oy) {
+                rows[sy].push((oy, w));
+            }
+        }
+        let ch = color.channels();
         Ok(Preprocessor {
             layout,
             color,
+            width,
             out_w,
             out_h,
             xs: AreaAxis::new(width, out_w),
-            ys: AreaAxis::new(height, out_h),
-            acc: vec![0.0; out_w * color.channels()],
+            rows,
+            line: vec![0.0; width * ch],
+            acc: vec![0.0; out_w * out_h * ch],
         })
     }
 
@@ -176,71 +190,98 @@ impl Preprocessor {
         self.out_w * self.out_h * self.color.channels()
     }
 
-    /// One source pixel as (R, G, B), or its gray value in [0] when the model takes gray.
-    #[inline]
-    fn pixel(&self, p: &Planes<'_>, sx: usize, sy: usize, gray: bool) -> [f32; 3] {
+    /// Source row `sy` in the model's channels, into `line`.
+    fn convert_row(&mut self, p: &Planes<'_>, sy: usize) {
+        let w = self.width;
+        let line = &mut self.line;
+        let gray = self.color == Color::Gray;
         match self.layout {
             Layout::Packed { bpp, r, g, b } => {
-                let px = &p.data[0][sy * p.stride[0] + sx * bpp..];
+                let src = &p.data[0][sy * p.stride[0]..sy * p.stride[0] + w * bpp];
                 if gray {
-                    [luma(px[r], px[g], px[b]) as f32, 0.0, 0.0]
+                    for (o, px) in line.iter_mut().zip(src.chunks_exact(bpp)) {
+                        *o = luma(px[r], px[g], px[b]) as f32;
+                    }
                 } else {
-                    [px[r] as f32, px[g] as f32, px[b] as f32]
+                    for (o, px) in line.chunks_exact_mut(3).zip(src.chunks_exact(bpp)) {
+                        o[0] = px[r] as f32;
+                        o[1] = px[g] as f32;
+                        o[2] = px[b] as f32;
+                    }
                 }
             }
             Layout::Gray => {
-                let v = p.data[0][sy * p.stride[0] + sx] as f32;
-                [v, v, v]
+                let src = &p.data[0][sy * p.stride[0]..sy * p.stride[0] + w];
+                if gray {
+                    for (o, &v) in line.iter_mut().zip(src) {
+                        *o = v as f32;
+                    }
+                } else {
+                    for (o, &v) in line.chunks_exact_mut(3).zip(src) {
+                        o.fill(v as f32);
+                    }
+                }
             }
             Layout::Yuv420 { interleaved } => {
-                let y = p.data[0][sy * p.stride[0] + sx];
+                let ysrc = &p.data[0][sy * p.stride[0]..sy * p.stride[0] + w];
                 if gray {
-                    return [y_to_gray(y) as f32, 0.0, 0.0];
+                    for (o, &y) in line.iter_mut().zip(ysrc) {
+                        *o = y_to_gray(y) as f32;
+                    }
+                    return;
                 }
-                let (cx, cy) = (sx / 2, sy / 2);
-                let (u, v) = if interleaved {
-                    let uv = &p.data[1][cy * p.stride[1] + 2 * cx..];
-                    (uv[0], uv[1])
-                } else {
-                    (
-                        p.data[1][cy * p.stride[1] + cx],
-                        p.data[2][cy * p.stride[2] + cx],
-                    )
-                };
-                let (r, g, b) = yuv_to_rgb(y, u, v);
-                [r as f32, g as f32, b as f32]
+                let cy = sy / 2;
+                for (sx, (o, &y)) in line.chunks_exact_mut(3).zip(ysrc).enumerate() {
+                    let cx = sx / 2;
+                    let (u, v) = if interleaved {
+                        let uv = &p.data[1][cy * p.stride[1] + 2 * cx..];
+                        (uv[0], uv[1])
+                    } else {
+                        (
+                            p.data[1][cy * p.stride[1] + cx],
+                            p.data[2][cy * p.stride[2] + cx],
+                        )
+                    };
+                    let (r, g, b) = yuv_to_rgb(y, u, v);
+                    o[0] = r as f32;
+                    o[1] = g as f32;
+                    o[2] = b as f32;
+                }
             }
         }
     }
 
     /// Write the model-size frame into `out` (exactly [`Preprocessor::output_len`] bytes).
+    /// Every source pixel is read once: its row is converted, reduced horizontally by the
+    /// area weights and added to the output rows it covers.
     pub fn run(&mut self, p: &Planes<'_>, out: &mut [u8]) {
         let ch = self.color.channels();
-        let gray = ch == 1;
         debug_assert_eq!(out.len(), self.output_len());
-        let mut acc = std::mem::take(&mut self.acc);
-        for oy in 0..self.out_h {
-            acc.fill(0.0);
-            for (sy, wy) in self.ys.taps(oy) {
-                for ox in 0..self.out_w {
-                    let mut s = [0.0f32; 3];
-                    for (sx, wx) in self.xs.taps(ox) {
-                        let v = self.pixel(p, sx, sy, gray);
-                        for c in 0..ch {
-                            s[c] += wx * v[c];
-                        }
+        self.acc.fill(0.0);
+        for sy in 0..self.rows.len() {
+            if self.rows[sy].is_empty() {
+                continue;
+            }
+            self.convert_row(p, sy);
+            for ox in 0..self.out_w {
+                let mut s = [0.0f32; 3];
+                for (sx, wx) in self.xs.taps(ox) {
+                    let px = &self.line[sx * ch..(sx + 1) * ch];
+                    for (acc, v) in s.iter_mut().zip(px) {
+                        *acc += wx * v;
                     }
-                    for c in 0..ch {
-                        acc[ox * ch + c] += wy * s[c];
+                }
+                for &(oy, wy) in &self.rows[sy] {
+                    let at = (oy * self.out_w + ox) * ch;
+                    for (a, v) in self.acc[at..at + ch].iter_mut().zip(&s) {
+                        *a += wy * v;
                     }
                 }
             }
-            let row = &mut out[oy * self.out_w * ch..(oy + 1) * self.out_w * ch];
-            for (o, a) in row.iter_mut().zip(&acc) {
-                *o = (a + 0.5).floor().clamp(0.0, 255.0) as u8;
-            }
         }
-        self.acc = acc;
+        for (o, a) in out.iter_mut().zip(&self.acc) {
+            *o = (a + 0.5).floor().clamp(0.0, 255.0) as u8;
+        }
     }
 }
 

@@ -75,7 +75,8 @@ def cmd_fit(a):
     timings = {f: report.onnx_ms(os.path.join(a.out, f), shape)
                for f in ["full.onnx"] + [f"submodel-{k}.onnx" for k in range(cfg.k)]}
     summary = report.write_report(a.out, cfg, tr.classes, r["history"], variants, chosen, full, gen_net, shape,
-                                  diffs, timings, camera)
+                                  diffs, timings, camera,
+                                  groups=[[tr.classes[c] for c in g] for g in r["groups"]] if r.get("groups") else None)
     logging.info("full accuracy %.4f; CacheNet grouped replay at T=%s: accuracy %.4f hit rate %.4f",
                  summary["full_accuracy"], summary["threshold"], summary["grouped"]["accuracy"],
                  summary["grouped"]["hit_rate"])
