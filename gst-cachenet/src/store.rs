@@ -11,8 +11,12 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// Write to a temporary name unique to this process and call, then rename: two elements (or a
+/// restarted one and a late worker) never write the same temporary file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("part");
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{}-{n}.part", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
