@@ -19,6 +19,7 @@ use crate::result::{RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
 use crate::runtime::{self, FrameResult, Runtime, Stats, SwapEvent};
 use crate::store::Store;
 use crate::worker::Generation;
+use crate::worker::SwapTimings;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -96,7 +97,7 @@ impl ObjectSubclass for CacheNetClassify {
 }
 
 fn stats_structure(s: &Stats) -> gst::Structure {
-    gst::Structure::builder("cachenet-stats")
+    let b = gst::Structure::builder("cachenet-stats")
         .field("frames", s.frames)
         .field("hits", s.hits)
         .field("misses", s.misses)
@@ -111,30 +112,36 @@ fn stats_structure(s: &Stats) -> gst::Structure {
         .field("hit-rate", s.hit_rate())
         .field("active-submodel", s.active_submodel)
         .field("fetches", s.fetches)
-        .field("plan-reuses", s.plan_reuses)
-        .field("swap-download-us", s.swap.download_us)
-        .field("swap-verify-us", s.swap.verify_us)
-        .field("swap-store-us", s.swap.store_us)
-        .field("swap-parse-us", s.swap.parse_us)
-        .field("swap-optimise-us", s.swap.optimise_us)
-        .field("swap-first-run-us", s.swap.first_run_us)
-        .field("swap-wait-us", s.swap_wait_us)
-        .build()
+        .field("plan-reuses", s.plan_reuses);
+    swap_fields(b, "swap-", &s.swap, s.swap_wait_us).build()
+}
+
+/// The swap phases (and the wait) as `{prefix}download-us`, ... fields.
+fn swap_fields(
+    b: gst::structure::Builder,
+    prefix: &str,
+    t: &SwapTimings,
+    wait_us: u64,
+) -> gst::structure::Builder {
+    [
+        ("download", t.download_us),
+        ("verify", t.verify_us),
+        ("store", t.store_us),
+        ("parse", t.parse_us),
+        ("optimise", t.optimise_us),
+        ("first-run", t.first_run_us),
+        ("wait", wait_us),
+    ]
+    .into_iter()
+    .fold(b, |b, (name, v)| b.field(format!("{prefix}{name}-us"), v))
 }
 
 fn swap_message(e: &SwapEvent) -> gst::Structure {
-    gst::Structure::builder("cachenet-swap")
+    let b = gst::Structure::builder("cachenet-swap")
         .field("submodel", e.submodel)
         .field("fetched", e.fetched)
-        .field("bytes", e.bytes)
-        .field("download-us", e.timings.download_us)
-        .field("verify-us", e.timings.verify_us)
-        .field("store-us", e.timings.store_us)
-        .field("parse-us", e.timings.parse_us)
-        .field("optimise-us", e.timings.optimise_us)
-        .field("first-run-us", e.timings.first_run_us)
-        .field("wait-us", e.wait_us)
-        .build()
+        .field("bytes", e.bytes);
+    swap_fields(b, "", &e.timings, e.wait_us).build()
 }
 
 fn result_fields(name: &str, r: &FrameResult) -> gst::structure::Builder {
