@@ -2,6 +2,7 @@
 //! ! fakesink`) against a real `cachenet-edge` process behind an emulated link, with the device
 //! pipeline confined to a fraction of a CPU, and reports the paper's table.
 
+pub mod engines;
 pub mod proxy;
 pub mod report;
 pub mod run;

@@ -58,6 +58,10 @@ struct Args {
     /// Output folder.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// Only time each model with tract and onnxruntime (no pipelines, no edge), into
+    /// engines.md / engines.json.
+    #[arg(long)]
+    engines_only: bool,
 }
 
 /// A comma-separated list; "" is the empty list.
@@ -167,6 +171,12 @@ fn main() {
     }
 }
 
+/// tract against onnxruntime on every classifier of the model set (no CPU limit).
+fn engines(a: &Args) -> Result<Vec<cachenet_bench::engines::EngineRow>, String> {
+    eprintln!("[engines] tract and onnxruntime, one thread, 100 runs per model ...");
+    cachenet_bench::engines::compare(&a.model_dir, 100)
+}
+
 /// CPU seconds (user + system) of process `pid` so far.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -188,6 +198,19 @@ fn link_of(name: &str) -> Result<Option<Link>, String> {
 
 fn real_main() -> Result<(), String> {
     let a = Args::parse();
+    if a.engines_only {
+        std::fs::create_dir_all(&a.out).map_err(|e| format!("--out: {e}"))?;
+        let rows = engines(&a)?;
+        std::fs::write(
+            a.out.join("engines.json"),
+            serde_json::to_vec_pretty(&rows).expect("json"),
+        )
+        .map_err(|e| e.to_string())?;
+        let md = cachenet_bench::engines::markdown(&rows);
+        std::fs::write(a.out.join("engines.md"), &md).map_err(|e| e.to_string())?;
+        println!("{md}");
+        return Ok(());
+    }
     let sweep_ts: Vec<f64> = list(&a.sweep).map_err(|e| format!("--sweep: {e}"))?;
     let cache_sizes: Vec<u32> = list(&a.cache_sizes).map_err(|e| format!("--cache-sizes: {e}"))?;
     let links: Vec<Option<Link>> = match (a.rtt_ms, a.mbps) {
@@ -542,6 +565,7 @@ fn real_main() -> Result<(), String> {
         "    overhead {:.2} % of {per_frame_us:.0} us per frame",
         100.0 * overhead.overhead
     );
+    let engine_rows = engines(&a)?;
     let headline = per_link[0].1.clone();
     let settings = serde_json::json!({
         "model_dir": a.model_dir, "sequence": a.sequence, "frames": n, "seed": a.seed,
@@ -555,7 +579,7 @@ fn real_main() -> Result<(), String> {
         .collect();
     let json = serde_json::json!({
         "settings": settings, "modes": headline, "links": links_json, "sweep": sweep,
-        "cache_sizes": cache_rows, "compare_sequence": compare_rows,
+        "cache_sizes": cache_rows, "compare_sequence": compare_rows, "engines": engine_rows,
         "overhead_640x480": { "fraction": overhead.overhead, "per_frame_us": per_frame_us, "frames": msgs.len() },
     });
     let json_path = a.out.join("results.json");
@@ -595,6 +619,10 @@ fn real_main() -> Result<(), String> {
         "\nElement overhead at 640x480 RGB (everything but the model run, submodel-only): {:.2} % of {:.0} us per frame.\n",
         100.0 * overhead.overhead,
         per_frame_us
+    ));
+    md.push_str(&format!(
+        "\nInference engine (no CPU limit): tract as the element runs it against onnxruntime on the same file:\n\n{}",
+        cachenet_bench::engines::markdown(&engine_rows)
     ));
     if !sweep.is_empty() {
         md.push_str(&format!("\nThreshold sweep (CacheNet, link {first}):\n\n"));

@@ -1,0 +1,126 @@
+//! The inference engine against onnxruntime: each classifier of a model set timed with tract
+//! (as the element runs it: one thread, a reused session) and with onnxruntime (one thread,
+//! through python3) on the same file.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use cachenet_core::engine::Model;
+use cachenet_core::manifest::{Manifest, read_verified};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineRow {
+    pub file: String,
+    /// Median ms per run.
+    pub tract_ms: f64,
+    pub onnxruntime_ms: Option<f64>,
+    /// tract / onnxruntime.
+    pub ratio: Option<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v[v.len() / 2]
+}
+
+const ORT: &str = r#"
+import sys, time
+import numpy as np
+import onnxruntime as ort
+runs = int(sys.argv[1])
+o = ort.SessionOptions()
+o.intra_op_num_threads = 1
+o.inter_op_num_threads = 1
+for f in sys.argv[2:]:
+    s = ort.InferenceSession(f, o, providers=["CPUExecutionProvider"])
+    i = s.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in i.shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(10):
+        s.run(None, {i.name: x})
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        s.run(None, {i.name: x})
+        ts.append(time.perf_counter() - t)
+    print(f, float(np.median(ts)) * 1000)
+"#;
+
+/// Time the full model and every submodel of `dir`, `runs` runs each.
+pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
+    let m = Manifest::load(dir).map_err(|e| e.to_string())?;
+    let mut files = vec![m.full_model.clone()];
+    files.extend(m.submodels.iter().map(|s| s.model_file()));
+    let mut rows = Vec::new();
+    for f in &files {
+        let bytes = read_verified(dir, f).map_err(|e| e.to_string())?;
+        let model = Model::from_bytes(&f.file, &bytes, m.input.shape(), m.labels.len())
+            .map_err(|e| e.to_string())?;
+        let mut session = model.session().map_err(|e| e.to_string())?;
+        let input: Vec<f32> = (0..model.input_len())
+            .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+            .collect();
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            session
+                .run_into(&input, &mut out)
+                .map_err(|e| e.to_string())?;
+        }
+        let mut ts = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            session
+                .run_into(&input, &mut out)
+                .map_err(|e| e.to_string())?;
+            ts.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        rows.push(EngineRow {
+            file: f.file.clone(),
+            tract_ms: median(ts),
+            onnxruntime_ms: None,
+            ratio: None,
+        });
+    }
+    let out = Command::new("python3")
+        .args(["-c", ORT, &runs.to_string()])
+        .args(files.iter().map(|f| dir.join(&f.file)))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                let Some((path, ms)) = line.rsplit_once(' ') else {
+                    continue;
+                };
+                let Ok(ms) = ms.parse::<f64>() else { continue };
+                if let Some(r) = rows.iter_mut().find(|r| path.ends_with(&r.file)) {
+                    r.onnxruntime_ms = Some(ms);
+                    r.ratio = Some(r.tract_ms / ms);
+                }
+            }
+        }
+        _ => eprintln!("warning: onnxruntime timing skipped (python3 with onnxruntime needed)"),
+    }
+    Ok(rows)
+}
+
+pub fn markdown(rows: &[EngineRow]) -> String {
+    let mut s = String::from(
+        "| model | tract (ms, 1 thread) | onnxruntime (ms, 1 thread) | tract / onnxruntime |\n|---|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {:.3} | {} | {} |\n",
+            r.file,
+            r.tract_ms,
+            r.onnxruntime_ms
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "–".into()),
+            r.ratio
+                .map(|v| format!("{v:.2} x"))
+                .unwrap_or_else(|| "–".into())
+        ));
+    }
+    s
+}
