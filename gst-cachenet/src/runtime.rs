@@ -507,13 +507,19 @@ impl Runtime {
                     bytes: f.traffic.down,
                     wait_us,
                 });
+                if self.wanted != Some(id) {
+                    // The edge has selected another submodel since: keep the compiled plan
+                    // for later, but do not evict a cached submodel for it.
+                    if self.config.keep_compiled {
+                        self.plans.insert(id, f.model);
+                    }
+                    return;
+                }
                 if let Err(e) = self.insert(id, f.model) {
                     self.warnings.push(format!("submodel {id}: {e}"));
                     return;
                 }
-                if self.wanted == Some(id) {
-                    self.set_active(id);
-                }
+                self.set_active(id);
             }
             Err(e) if e == "cancelled" => {}
             Err(e) => {
