@@ -469,34 +469,35 @@ fn real_main() -> Result<(), String> {
         per_link.push((link_name(l), rows));
     }
     let first = link_name(&links[0]);
-    let mut sweep = Vec::new();
-    for &t in &sweep_ts {
-        sweep.push(measure(
-            &first,
-            &frames,
-            &labels,
-            &mut reference,
-            "cachenet",
-            &url_of(0),
-            Some(t),
-            vec![],
-        )?);
-    }
-    let mut cache_rows = Vec::new();
-    for &c in &cache_sizes {
-        let mut row = measure(
-            &first,
-            &frames,
-            &labels,
-            &mut reference,
-            "cachenet",
-            &url_of(0),
-            None,
-            vec![format!("cache-size={c}")],
-        )?;
-        row.mode = format!("cachenet cache-size={c}");
-        cache_rows.push(row);
-    }
+    // The sweep and the cache sizes: CacheNet on the first link with one setting changed.
+    let (sweep, cache_rows) = {
+        let mut on_first = |threshold: Option<f64>, extra: Vec<String>| {
+            let url = url_of(0);
+            measure(
+                &first,
+                &frames,
+                &labels,
+                &mut reference,
+                "cachenet",
+                &url,
+                threshold,
+                extra,
+            )
+        };
+        let sweep = sweep_ts
+            .iter()
+            .map(|&t| on_first(Some(t), vec![]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache_rows = cache_sizes
+            .iter()
+            .map(|&c| {
+                let mut row = on_first(None, vec![format!("cache-size={c}")])?;
+                row.mode = format!("cachenet cache-size={c}");
+                Ok::<_, String>(row)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        (sweep, cache_rows)
+    };
     let mut compare_rows = Vec::new();
     if !a.compare_sequence.is_empty() {
         let dir2 = frames_folder(&a, &a.compare_sequence)?;

@@ -502,7 +502,7 @@ impl Runtime {
                 self.stats.swap_wait_us += wait_us;
                 self.swap_events.push(SwapEvent {
                     submodel: id,
-                    fetched: !f.from_store,
+                    fetched: true,
                     timings: f.timings,
                     bytes: f.traffic.down,
                     wait_us,
@@ -521,7 +521,6 @@ impl Runtime {
                 }
                 self.set_active(id);
             }
-            Err(e) if e == "cancelled" => {}
             Err(e) => {
                 if self.wanted == Some(id) {
                     self.wanted = None;

@@ -85,8 +85,6 @@ pub struct Fetched {
     pub model: Model,
     pub timings: SwapTimings,
     pub traffic: Traffic,
-    /// From cache-dir rather than the network.
-    pub from_store: bool,
 }
 
 /// Everything the workers need.
@@ -149,7 +147,8 @@ impl Remote {
     }
 
     /// Fetch (cache-dir, else the edge), verify, store and compile submodel `id`. Gives up
-    /// between phases once `generation` has moved past `at`.
+    /// between phases once `generation` has moved past `at` (the worker then drops the answer
+    /// as one of an older generation).
     pub fn fetch(&self, id: u32, generation: &Generation, at: u64) -> Result<Fetched, String> {
         let cancelled = || -> Result<(), String> {
             if generation.current() != at {
@@ -166,7 +165,6 @@ impl Remote {
         let mut traffic = Traffic::default();
         let t = Instant::now();
         let stored = self.store.as_ref().and_then(|s| s.load(&spec.sha256));
-        let from_store = stored.is_some();
         let bytes = match stored {
             Some(b) => {
                 timings.store_us = t.elapsed().as_micros() as u64;
@@ -212,7 +210,6 @@ impl Remote {
             model,
             timings,
             traffic,
-            from_store,
         })
     }
 }

@@ -29,7 +29,6 @@ def cmd_fetch(a):
 
 def cmd_fit(a):
     import numpy as np
-    import torch
     from . import data, export, report, train
     from .nets import ClassSectorSelector, Selector
     _logging(os.path.join(a.out, "train.log"))

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import maths
 from .data import Dataset
-from .nets import ClassSectorSelector, Generator, ResNet, SInfoVAE, Selector
+from .nets import ClassSectorSelector, Generator, ResNet, SInfoVAE
 
 log = logging.getLogger("cachenet_train")
 
