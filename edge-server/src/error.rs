@@ -10,6 +10,8 @@ pub enum ApiError {
     BadRequest(String),
     NotFound(String),
     PayloadTooLarge(String),
+    /// The request (its body) did not arrive in time.
+    Timeout(String),
     Unauthorized(String),
     Overloaded(String),
     NotReady(String),
@@ -22,6 +24,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Overloaded(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -33,6 +36,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Timeout(_) => "timeout",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::NotReady(_) => "not_ready",
@@ -45,6 +49,7 @@ impl ApiError {
             ApiError::BadRequest(m)
             | ApiError::NotFound(m)
             | ApiError::PayloadTooLarge(m)
+            | ApiError::Timeout(m)
             | ApiError::Unauthorized(m)
             | ApiError::Overloaded(m)
             | ApiError::NotReady(m)

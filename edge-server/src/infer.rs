@@ -10,11 +10,39 @@ use prost::Message;
 
 use crate::ApiError;
 
-/// Decode an encoded image (JPEG/PNG) into HWC u8 at the model's size and color.
+/// The largest encoded image side this server decodes (a camera frame is far smaller).
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+/// The most memory one decode may allocate.
+const MAX_DECODE_BYTES: u64 = 4 * (MAX_IMAGE_SIDE as u64) * (MAX_IMAGE_SIDE as u64);
+
+/// Decode an encoded image (JPEG/PNG) into HWC u8 at the model's size and color. Its size is
+/// read from the header first: a small file that declares a huge image (a decompression bomb)
+/// is refused before anything is allocated.
 fn decode_encoded(set: &ModelSet, bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
     let spec = &set.manifest.input;
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("cannot decode the encoded image: {e}")))?;
+    let bad = |e: image::ImageError| {
+        ApiError::BadRequest(format!("cannot decode the encoded image: {e}"))
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the encoded image: {e}")))
+    };
+    let (w, h) = reader()?.into_dimensions().map_err(bad)?;
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(ApiError::BadRequest(format!(
+            "the encoded image is {w}x{h}; this server decodes at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} \
+             (send frames scaled to the model's {}x{})",
+            spec.width, spec.height
+        )));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    let mut r = reader()?;
+    r.limits(limits);
+    let img = r.decode().map_err(bad)?;
     let (w, h) = (spec.width as u32, spec.height as u32);
     let filter = image::imageops::FilterType::Triangle;
     Ok(match spec.color {

@@ -30,9 +30,17 @@ use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 
-/// How long a device may take to send an inference request body.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use metrics::Metrics;
+
+/// Time every request body gets, on top of [`BODY_MIN_RATE`].
+const BODY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Slowest accepted body upload (bytes per second): a 10 kB frame gets 2 s, a 16 MB one 18 s.
+const BODY_MIN_RATE: u64 = 1 << 20;
+
+/// How long a body of `len` bytes may take to arrive.
+fn body_deadline(len: u64) -> std::time::Duration {
+    BODY_GRACE + std::time::Duration::from_millis(len.saturating_mul(1000) / BODY_MIN_RATE)
+}
 
 /// Server settings (the binary's flags).
 #[derive(Debug, Clone)]
@@ -45,6 +53,9 @@ pub struct Config {
     /// Bearer token required on `/v1/*` when set.
     pub token: Option<String>,
     pub max_body_bytes: usize,
+    /// Request bodies being received at once; beyond that, 503. Uploads never hold an
+    /// inference slot: a request joins the inference queue once its body has arrived.
+    pub uploads: usize,
 }
 
 impl Default for Config {
@@ -58,6 +69,7 @@ impl Default for Config {
             queue: 4 * workers,
             token: None,
             max_body_bytes: 16 << 20,
+            uploads: 64,
         }
     }
 }
@@ -66,6 +78,7 @@ struct Inner {
     config: Config,
     sets: OnceLock<BTreeMap<String, Arc<ModelSet>>>,
     ready: AtomicBool,
+    uploads: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
     workers: Arc<Semaphore>,
     metrics: Metrics,
@@ -94,6 +107,7 @@ impl AppState {
     pub fn new(config: Config) -> AppState {
         let workers = config.workers.max(1);
         AppState(Arc::new(Inner {
+            uploads: Arc::new(Semaphore::new(config.uploads.max(1))),
             admitted: Arc::new(Semaphore::new(workers + config.queue)),
             workers: Arc::new(Semaphore::new(workers)),
             config,
@@ -122,6 +136,24 @@ impl AppState {
 
     pub fn config(&self) -> &Config {
         &self.0.config
+    }
+
+    /// Request bodies being received, and inference requests admitted (computing or queued).
+    fn gauges(&self) -> [(&'static str, &'static str, usize); 2] {
+        let c = &self.0.config;
+        let used = |s: &Semaphore, n: usize| n.saturating_sub(s.available_permits());
+        [
+            (
+                "cachenet_uploads_in_progress",
+                "Request bodies being received.",
+                used(&self.0.uploads, c.uploads.max(1)),
+            ),
+            (
+                "cachenet_inferences_admitted",
+                "Inference requests computing or waiting for a worker.",
+                used(&self.0.admitted, c.workers.max(1) + c.queue),
+            ),
+        ]
     }
 
     fn set(&self, name: &str) -> Result<Arc<ModelSet>, ApiError> {
@@ -229,7 +261,7 @@ async fn metrics_handler(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.0.metrics.render(),
+        state.0.metrics.render(&state.gauges()),
     )
         .into_response()
 }
@@ -338,18 +370,20 @@ async fn infer_handler(
     if content_length(&headers) > limit as u64 {
         return Err(too_large());
     }
-    // Admission first: a request waiting for its body or for a worker holds a queue slot.
-    let admitted = state
+    // The body first, under an upload slot and a deadline that grows with its size (so a
+    // client trickling bytes is cut off and never holds an inference slot); then admission to
+    // the inference queue.
+    let upload = state
         .0
-        .admitted
+        .uploads
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded("the inference queue is full; retry later".into()))?;
-    let body = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
+        .map_err(|_| ApiError::Overloaded("too many uploads at once; retry later".into()))?;
+    let declared = content_length(&headers);
+    let deadline = body_deadline(if declared > 0 { declared } else { limit as u64 });
+    let body = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
         .await
-        .map_err(|_| {
-            ApiError::BadRequest(format!("request body not received within {BODY_TIMEOUT:?}"))
-        })?
+        .map_err(|_| ApiError::Timeout(format!("request body not received within {deadline:?}")))?
         .map_err(|e| {
             if std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
@@ -359,6 +393,13 @@ async fn infer_handler(
                 ApiError::BadRequest(format!("cannot read the request body: {e}"))
             }
         })?;
+    drop(upload);
+    let admitted = state
+        .0
+        .admitted
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded("the inference queue is full; retry later".into()))?;
     let worker = state
         .0
         .workers

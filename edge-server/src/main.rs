@@ -29,6 +29,10 @@ struct Args {
     /// Largest accepted request body.
     #[arg(long, default_value_t = 16 << 20)]
     max_body_bytes: usize,
+    /// Request bodies received at once before the server answers 503 (a body must arrive at
+    /// 1 MiB/s or better, plus 2 s; uploads never hold an inference slot).
+    #[arg(long, default_value_t = 64)]
+    max_uploads: usize,
     /// Validate the model sets, print a line per set and exit.
     #[arg(long)]
     check: bool,
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
     let mut config = Config {
         model_dirs: args.model_dirs,
         max_body_bytes: args.max_body_bytes,
+        uploads: args.max_uploads.max(1),
         ..Config::default()
     };
     if let Some(w) = args.workers {

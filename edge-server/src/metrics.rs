@@ -1,5 +1,5 @@
 //! Prometheus text metrics: requests by route and status, inference latency, submodel
-//! selections, bytes in and out.
+//! selections, bytes in and out, uploads and inferences in progress.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -60,9 +60,12 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition, with the given gauges (name, help, value) first.
+    pub fn render(&self, gauges: &[(&str, &str, usize)]) -> String {
         let mut o = String::new();
+        for (name, help, v) in gauges {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
         o.push_str("# HELP cachenet_requests_total HTTP requests by route and status.\n");
         o.push_str("# TYPE cachenet_requests_total counter\n");
         for ((route, status), n) in self.requests.lock().unwrap().iter() {

@@ -326,7 +326,7 @@ fn bearer_token_is_required_when_configured() {
     assert_eq!(get(&s.url("/metrics"), &[]).status, 200);
 }
 
-/// Send the headers and half of an inference request body; the request then holds its slot.
+/// Send the headers and half of an inference request body; the request then waits for the rest.
 fn stalled_request(s: &Server) -> (TcpStream, Vec<u8>) {
     let body = raw_request(240).encode_to_vec();
     let mut c = TcpStream::connect(s.addr()).unwrap();
@@ -345,25 +345,48 @@ fn stalled_request(s: &Server) -> (TcpStream, Vec<u8>) {
 
 fn finish(mut c: TcpStream, body: &[u8]) -> String {
     c.write_all(&body[10..]).unwrap();
+    answer(c)
+}
+
+fn answer(mut c: TcpStream) -> String {
     let mut out = Vec::new();
     c.read_to_end(&mut out).unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn wait_for_admission(s: &Server) {
-    // The stalled request is admitted once the server has routed it.
-    for _ in 0..100 {
-        std::thread::sleep(Duration::from_millis(20));
-        if agent()
-            .post(s.url("/v1/models/tiny/infer"))
-            .send(&raw_request(20).encode_to_vec()[..])
-            .map(|r| r.status().as_u16() == 503)
-            .unwrap_or(false)
-        {
+/// The value of one gauge on /metrics.
+fn gauge(s: &Server, name: &str) -> usize {
+    let m = get(&s.url("/metrics"), &[]).text();
+    m.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {m}"))
+        .parse()
+        .unwrap()
+}
+
+fn wait_for_gauge(s: &Server, name: &str, value: usize) {
+    for _ in 0..250 {
+        if gauge(s, name) == value {
             return;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("the server never reported overload");
+    panic!("{name} never reached {value}");
+}
+
+/// A request whose inference takes a while: a 4096x4096 PNG (small on the wire, 16 M pixels to
+/// decode and scale down).
+fn slow_request() -> Vec<u8> {
+    let img = image::GrayImage::from_pixel(4096, 4096, image::Luma([100u8]));
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    proto::InferRequest {
+        api_version: proto::API_VERSION,
+        request_id: "big".into(),
+        image: Some(Image::Encoded(png.into_inner())),
+        cached_submodels: vec![],
+    }
+    .encode_to_vec()
 }
 
 #[test]
@@ -373,19 +396,111 @@ fn full_queue_answers_503_fast_and_recovers() {
         queue: 0,
         ..config()
     });
+    let big = slow_request();
+    let url = s.url("/v1/models/tiny/infer");
+    // While the one worker computes the big frame, the next request is refused at once. The
+    // big frame may finish before the small request arrives: then try again.
+    for attempt in 0.. {
+        assert!(attempt < 5, "never saw the queue full");
+        let (u, b) = (url.clone(), big.clone());
+        let busy = std::thread::spawn(move || post(&u, &b, &[]).status);
+        while gauge(&s, "cachenet_inferences_admitted") == 0 && !busy.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let t = std::time::Instant::now();
+        let r = post(&url, &raw_request(20).encode_to_vec(), &[]);
+        let took = t.elapsed();
+        assert_eq!(busy.join().unwrap(), 200);
+        if r.status == 200 {
+            continue;
+        }
+        assert_eq!(r.status, 503);
+        assert_eq!(r.error().code, "overloaded");
+        assert_eq!(r.headers["retry-after"], "1");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        break;
+    }
+    infer_ok(&s, &raw_request(20));
+}
+
+/// Clients trickling their bodies never take an inference slot, and are cut off.
+#[test]
+fn slow_uploads_do_not_block_inference() {
+    let s = Server::start(Config {
+        workers: 1,
+        queue: 0,
+        ..config()
+    });
+    let stalled: Vec<_> = (0..3).map(|_| stalled_request(&s)).collect();
+    wait_for_gauge(&s, "cachenet_uploads_in_progress", 3);
+    assert_eq!(gauge(&s, "cachenet_inferences_admitted"), 0);
+    infer_ok(&s, &raw_request(20));
+    // A body that does not arrive within 2 s (+ its size at 1 MiB/s) gets 408.
+    for (c, _) in stalled {
+        let a = answer(c);
+        assert!(a.starts_with("HTTP/1.1 408"), "{a}");
+    }
+    assert_eq!(gauge(&s, "cachenet_uploads_in_progress"), 0);
+    // With every upload slot taken, the next upload is refused at once.
+    let s = Server::start(Config {
+        uploads: 1,
+        ..config()
+    });
     let (c, body) = stalled_request(&s);
-    wait_for_admission(&s);
-    let t = std::time::Instant::now();
+    wait_for_gauge(&s, "cachenet_uploads_in_progress", 1);
     let r = post(
         &s.url("/v1/models/tiny/infer"),
         &raw_request(20).encode_to_vec(),
         &[],
     );
-    assert_eq!(r.status, 503);
-    assert_eq!(r.error().code, "overloaded");
-    assert!(t.elapsed() < Duration::from_secs(2));
-    let answer = finish(c, &body);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!((r.status, r.error().code.as_str()), (503, "overloaded"));
+    assert!(finish(c, &body).starts_with("HTTP/1.1 200"));
+}
+
+/// A tiny PNG that declares a 22000x22000 image is refused from its header.
+#[test]
+fn decompression_bomb_is_refused_before_decoding() {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend(22000u32.to_be_bytes());
+    chunk.extend(22000u32.to_be_bytes());
+    chunk.extend([8, 0, 0, 0, 0]); // 8-bit gray
+    png.extend(13u32.to_be_bytes());
+    png.extend(&chunk);
+    png.extend(crc32(&chunk).to_be_bytes());
+    // The start of the image data: a few bytes of a zlib stream.
+    let idat = [b'I', b'D', b'A', b'T', 0x78, 0x9c, 0, 0];
+    png.extend(4u32.to_be_bytes());
+    png.extend(idat);
+    png.extend(crc32(&idat).to_be_bytes());
+    let s = Server::start(config());
+    let req = proto::InferRequest {
+        api_version: proto::API_VERSION,
+        request_id: "bomb".into(),
+        image: Some(Image::Encoded(png)),
+        cached_submodels: vec![],
+    };
+    let r = post(&s.url("/v1/models/tiny/infer"), &req.encode_to_vec(), &[]);
+    assert_eq!(r.status, 400);
+    let m = r.error().message;
+    assert!(
+        m.contains("22000x22000") && m.contains("at most 4096x4096"),
+        "{m}"
+    );
     infer_ok(&s, &raw_request(20));
 }
 
@@ -397,7 +512,7 @@ fn graceful_shutdown_finishes_in_flight_requests() {
         ..config()
     });
     let (c, body) = stalled_request(&s);
-    wait_for_admission(&s);
+    wait_for_gauge(&s, "cachenet_uploads_in_progress", 1);
     s.0.stop();
     std::thread::sleep(Duration::from_millis(200));
     let answer = finish(c, &body);

@@ -35,10 +35,47 @@ pub fn parse_edge_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-fn status_error(status: u16, body: &[u8]) -> String {
-    match proto::Error::decode(body) {
-        Ok(e) if !e.code.is_empty() => format!("edge answered {status} {}: {}", e.code, e.message),
+/// A failed edge call. `refused` marks a 401 or 403: the edge does not accept the `token`
+/// property, a settings error that retrying cannot fix (everything else is treated as an
+/// outage and retried with back-off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeError {
+    pub message: String,
+    pub refused: bool,
+}
+
+impl From<String> for EdgeError {
+    fn from(message: String) -> EdgeError {
+        EdgeError {
+            message,
+            refused: false,
+        }
+    }
+}
+
+impl From<EdgeError> for String {
+    fn from(e: EdgeError) -> String {
+        e.message
+    }
+}
+
+impl std::fmt::Display for EdgeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn status_error(status: u16, body: &[u8]) -> EdgeError {
+    // The edge's message is shown as data (debug-quoted): it comes from the network.
+    let message = match proto::Error::decode(body) {
+        Ok(e) if !e.code.is_empty() => {
+            format!("edge answered {status} {:?}: {:?}", e.code, e.message)
+        }
         _ => format!("edge answered HTTP {status}"),
+    };
+    EdgeError {
+        message,
+        refused: status == 401 || status == 403,
     }
 }
 
@@ -103,7 +140,7 @@ impl EdgeClient {
     pub fn infer(
         &self,
         req: &proto::InferRequest,
-    ) -> Result<(proto::InferResponse, Traffic), String> {
+    ) -> Result<(proto::InferResponse, Traffic), EdgeError> {
         let body = req.encode_to_vec();
         let r = self
             .auth(self.agent.post(self.url("/infer")))
@@ -126,7 +163,7 @@ impl EdgeClient {
 
     /// Download submodel `id` (its ONNX bytes; the caller verifies their sha256). At most
     /// `max_bytes` are read.
-    pub fn submodel(&self, id: u32, max_bytes: u64) -> Result<(Vec<u8>, Traffic), String> {
+    pub fn submodel(&self, id: u32, max_bytes: u64) -> Result<(Vec<u8>, Traffic), EdgeError> {
         let r = self
             .auth(self.agent.get(self.url(&format!("/submodels/{id}"))))
             .call();
@@ -141,7 +178,8 @@ impl EdgeClient {
             return Err(format!(
                 "submodel {id} download rejected: the edge sent submodel {}",
                 sm.id
-            ));
+            )
+            .into());
         }
         Ok((
             sm.onnx,
@@ -153,7 +191,7 @@ impl EdgeClient {
     }
 
     /// The set's manifest.
-    pub fn manifest(&self) -> Result<(Manifest, Vec<u8>), String> {
+    pub fn manifest(&self) -> Result<(Manifest, Vec<u8>), EdgeError> {
         let r = self.auth(self.agent.get(self.url("/manifest"))).call();
         let (status, bytes) = Self::read(r, MAX_SMALL_BODY)?;
         if status != 200 {

@@ -63,26 +63,21 @@ pub struct Planes<'a> {
 }
 
 #[inline]
-fn luma(r: u8, g: u8, b: u8) -> u8 {
-    ((77 * r as u32 + 150 * g as u32 + 29 * b as u32 + 128) >> 8) as u8
-}
-
-#[inline]
 fn clamp(v: i32) -> u8 {
     v.clamp(0, 255) as u8
 }
 
-/// BT.601 limited range Y'CbCr -> full range RGB.
+/// BT.601 limited range Y'CbCr -> full range RGB (8-bit fixed-point coefficients), on area
+/// averages: unclamped, the caller rounds and clamps.
 #[inline]
-fn yuv_to_rgb(y: u8, u: u8, v: u8) -> (u8, u8, u8) {
-    let c = (y as i32 - 16).max(0) * 298;
-    let d = u as i32 - 128;
-    let e = v as i32 - 128;
-    (
-        clamp((c + 409 * e + 128) >> 8),
-        clamp((c - 100 * d - 208 * e + 128) >> 8),
-        clamp((c + 516 * d + 128) >> 8),
-    )
+fn yuv_to_rgb_f(y: f32, u: f32, v: f32) -> [f32; 3] {
+    let c = (y - 16.0).max(0.0) * 298.0;
+    let (d, e) = (u - 128.0, v - 128.0);
+    [
+        (c + 409.0 * e) / 256.0,
+        (c - 100.0 * d - 208.0 * e) / 256.0,
+        (c + 516.0 * d) / 256.0,
+    ]
 }
 
 #[inline]
@@ -123,7 +118,7 @@ impl AreaAxis {
     }
 
     /// (input index, weight) pairs of output pixel `o`.
-    #[inline]
+    #[cfg(test)]
     fn taps(&self, o: usize) -> impl Iterator<Item = (usize, f32)> + '_ {
         let s = self.start[o];
         self.w[self.off[o]..self.off[o + 1]]
@@ -133,21 +128,66 @@ impl AreaAxis {
     }
 }
 
+/// The area taps of one output pixel along one axis in "edges + interior" form: input pixels
+/// `first + 1..last` are covered whole (weight `norm` each, already normalised), `first` and
+/// `last` partly (`w_first`, `w_last`); `last == first` when one input pixel covers it all.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    first: usize,
+    last: usize,
+    w_first: f32,
+    w_last: f32,
+    norm: f32,
+}
+
+impl AreaAxis {
+    fn spans(&self) -> Vec<Span> {
+        (0..self.start.len())
+            .map(|o| {
+                let w = &self.w[self.off[o]..self.off[o + 1]];
+                let first = self.start[o];
+                let last = first + w.len() - 1;
+                Span {
+                    first,
+                    last,
+                    w_first: w[0],
+                    w_last: if last > first { w[w.len() - 1] } else { 0.0 },
+                    norm: if w.len() > 2 { w[1] } else { 0.0 },
+                }
+            })
+            .collect()
+    }
+}
+
+/// Luma weights (BT.601, 8-bit fixed point) applied to area sums of R, G and B.
+const LUMA: [f32; 3] = [77.0 / 256.0, 150.0 / 256.0, 29.0 / 256.0];
+
+/// Whole rows summed in 16 bits before they are added to the float sums (256 x 255 < 2^16).
+const INT_ROWS: usize = 256;
+
 /// Scales and converts frames of one video format and size to the model input.
+///
+/// Vertical first: for each output row, the source rows it covers whole are summed as integers
+/// over every byte of the row (one vectorised add per byte), the partly covered edge rows are
+/// added with their weights; the horizontal reduction and the colour conversion then run once
+/// per output pixel. The conversions the model may need after that are linear (RGB -> luma,
+/// gray -> RGB) or nearly so (YUV -> RGB: the average of a block is converted, as scaling
+/// before converting would); YUV rows are first laid out as Y, U, V bytes per pixel (for a
+/// gray model: luma).
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
     layout: Layout,
     color: Color,
     width: usize,
     out_w: usize,
-    out_h: usize,
-    xs: AreaAxis,
-    /// For each source row, the output rows it covers and with which weight.
-    rows: Vec<Vec<(usize, f32)>>,
-    /// One source row converted to the model's channels (width x channels).
-    line: Vec<f32>,
-    /// The whole output frame being accumulated (out_w x out_h x channels).
-    acc: Vec<f32>,
+    xs: Vec<Span>,
+    ys: Vec<Span>,
+    /// One YUV source row converted to RGB or gray bytes.
+    line: Vec<u8>,
+    /// Integer sums of whole rows, one per byte of a row.
+    isum: Vec<u16>,
+    /// Weighted sums of the rows of one output row, one per byte of a row.
+    fsum: Vec<f32>,
 }
 
 impl Preprocessor {
@@ -161,126 +201,167 @@ impl Preprocessor {
     ) -> Result<Preprocessor, String> {
         let layout =
             layout(format).ok_or_else(|| format!("unsupported video format {format:?}"))?;
-        if width == 0 || height == 0 {
+        if width == 0 || height == 0 || out_w == 0 || out_h == 0 {
             return Err("empty video frames".into());
         }
-        let ys = AreaAxis::new(height, out_h);
-        let mut rows = vec![Vec::new(); height];
-        for oy in 0..out_h {
-            for (sy, w) in ys.taps(oy) {
-                rows[sy].push((oy, w));
-            }
-        }
-        let ch = color.channels();
+        let row_bytes = width * Self::bpp(layout, color);
         Ok(Preprocessor {
             layout,
             color,
             width,
             out_w,
-            out_h,
-            xs: AreaAxis::new(width, out_w),
-            rows,
-            line: vec![0.0; width * ch],
-            acc: vec![0.0; out_w * out_h * ch],
+            xs: AreaAxis::new(width, out_w).spans(),
+            ys: AreaAxis::new(height, out_h).spans(),
+            line: match layout {
+                Layout::Yuv420 { .. } => vec![0; row_bytes],
+                _ => Vec::new(),
+            },
+            isum: vec![0; row_bytes],
+            fsum: vec![0.0; row_bytes],
         })
+    }
+
+    /// Bytes per pixel of the rows that are summed (YUV rows after conversion).
+    fn bpp(layout: Layout, color: Color) -> usize {
+        match layout {
+            Layout::Packed { bpp, .. } => bpp,
+            Layout::Gray => 1,
+            Layout::Yuv420 { .. } => color.channels(),
+        }
     }
 
     /// Bytes of one output frame.
     pub fn output_len(&self) -> usize {
-        self.out_w * self.out_h * self.color.channels()
+        self.out_w * self.ys.len() * self.color.channels()
     }
 
-    /// Source row `sy` in the model's channels, into `line`.
-    fn convert_row(&mut self, p: &Planes<'_>, sy: usize) {
+    /// Source row `sy` as the bytes that are summed: packed and gray rows as they are, YUV rows
+    /// as Y, U, V per pixel (or, for a gray model, luma).
+    fn row<'a>(&'a mut self, p: &'a Planes<'_>, sy: usize) -> &'a [u8] {
         let w = self.width;
-        let line = &mut self.line;
-        let gray = self.color == Color::Gray;
-        match self.layout {
-            Layout::Packed { bpp, r, g, b } => {
-                let src = &p.data[0][sy * p.stride[0]..sy * p.stride[0] + w * bpp];
-                if gray {
-                    for (o, px) in line.iter_mut().zip(src.chunks_exact(bpp)) {
-                        *o = luma(px[r], px[g], px[b]) as f32;
-                    }
-                } else {
-                    for (o, px) in line.chunks_exact_mut(3).zip(src.chunks_exact(bpp)) {
-                        o[0] = px[r] as f32;
-                        o[1] = px[g] as f32;
-                        o[2] = px[b] as f32;
-                    }
+        let (interleaved, rgb) = match self.layout {
+            Layout::Yuv420 { interleaved } => (interleaved, self.color == Color::Rgb),
+            layout => {
+                let n = w * Self::bpp(layout, self.color);
+                return &p.data[0][sy * p.stride[0]..sy * p.stride[0] + n];
+            }
+        };
+        let ysrc = &p.data[0][sy * p.stride[0]..sy * p.stride[0] + w];
+        if !rgb {
+            for (o, &y) in self.line.iter_mut().zip(ysrc) {
+                *o = y_to_gray(y);
+            }
+            return &self.line;
+        }
+        // Y, U, V bytes per pixel (two pixels share one chroma sample); the area averages are
+        // converted to RGB once per output pixel.
+        let cy = sy / 2;
+        let c1 = &p.data[1][cy * p.stride[1]..];
+        let c2 = &p.data[2][if interleaved { 0 } else { cy * p.stride[2] }..];
+        for (cx, (o, ys)) in self.line.chunks_mut(6).zip(ysrc.chunks(2)).enumerate() {
+            let (u, v) = if interleaved {
+                (c1[2 * cx], c1[2 * cx + 1])
+            } else {
+                (c1[cx], c2[cx])
+            };
+            for (px, &y) in o.chunks_exact_mut(3).zip(ys) {
+                px.copy_from_slice(&[y, u, v]);
+            }
+        }
+        &self.line
+    }
+
+    /// Add source row `sy` into the sums: whole rows into `isum`, edge rows into `fsum` with
+    /// weight `w`.
+    fn add_row(&mut self, p: &Planes<'_>, sy: usize, w: Option<f32>) {
+        let mut isum = std::mem::take(&mut self.isum);
+        let mut fsum = std::mem::take(&mut self.fsum);
+        let row = self.row(p, sy);
+        match w {
+            None => {
+                for (s, &v) in isum.iter_mut().zip(row) {
+                    *s += v as u16;
                 }
             }
-            Layout::Gray => {
-                let src = &p.data[0][sy * p.stride[0]..sy * p.stride[0] + w];
-                if gray {
-                    for (o, &v) in line.iter_mut().zip(src) {
-                        *o = v as f32;
-                    }
-                } else {
-                    for (o, &v) in line.chunks_exact_mut(3).zip(src) {
-                        o.fill(v as f32);
-                    }
+            Some(w) => {
+                for (s, &v) in fsum.iter_mut().zip(row) {
+                    *s += w * v as f32;
                 }
             }
-            Layout::Yuv420 { interleaved } => {
-                let ysrc = &p.data[0][sy * p.stride[0]..sy * p.stride[0] + w];
-                if gray {
-                    for (o, &y) in line.iter_mut().zip(ysrc) {
-                        *o = y_to_gray(y) as f32;
-                    }
-                    return;
-                }
-                let cy = sy / 2;
-                for (sx, (o, &y)) in line.chunks_exact_mut(3).zip(ysrc).enumerate() {
-                    let cx = sx / 2;
-                    let (u, v) = if interleaved {
-                        let uv = &p.data[1][cy * p.stride[1] + 2 * cx..];
-                        (uv[0], uv[1])
-                    } else {
-                        (
-                            p.data[1][cy * p.stride[1] + cx],
-                            p.data[2][cy * p.stride[2] + cx],
-                        )
-                    };
-                    let (r, g, b) = yuv_to_rgb(y, u, v);
-                    o[0] = r as f32;
-                    o[1] = g as f32;
-                    o[2] = b as f32;
-                }
-            }
+        }
+        self.isum = isum;
+        self.fsum = fsum;
+    }
+
+    /// Move the integer sums into `fsum` with weight `norm`.
+    fn flush(&mut self, norm: f32) {
+        for (f, i) in self.fsum.iter_mut().zip(self.isum.iter_mut()) {
+            *f += norm * *i as f32;
+            *i = 0;
         }
     }
 
     /// Write the model-size frame into `out` (exactly [`Preprocessor::output_len`] bytes).
-    /// Every source pixel is read once: its row is converted, reduced horizontally by the
-    /// area weights and added to the output rows it covers.
+    /// Every source pixel is read once per output row it covers (once, or twice on an edge).
     pub fn run(&mut self, p: &Planes<'_>, out: &mut [u8]) {
-        let ch = self.color.channels();
         debug_assert_eq!(out.len(), self.output_len());
-        self.acc.fill(0.0);
-        for sy in 0..self.rows.len() {
-            if self.rows[sy].is_empty() {
-                continue;
-            }
-            self.convert_row(p, sy);
-            for ox in 0..self.out_w {
-                let mut s = [0.0f32; 3];
-                for (sx, wx) in self.xs.taps(ox) {
-                    let px = &self.line[sx * ch..(sx + 1) * ch];
-                    for (acc, v) in s.iter_mut().zip(px) {
-                        *acc += wx * v;
+        let ch = self.color.channels();
+        let bpp = Self::bpp(self.layout, self.color);
+        let gray = self.color == Color::Gray;
+        // R, G, B lanes of a summed pixel, None for a one-lane (gray) row.
+        let rgb = match self.layout {
+            Layout::Packed { r, g, b, .. } => Some([r, g, b]),
+            _ => None,
+        };
+        let yuv = matches!(self.layout, Layout::Yuv420 { .. }) && !gray;
+        for oy in 0..self.ys.len() {
+            let sp = self.ys[oy];
+            self.fsum.fill(0.0);
+            self.add_row(p, sp.first, Some(sp.w_first));
+            if sp.last > sp.first {
+                let mut whole = 0;
+                for sy in sp.first + 1..sp.last {
+                    self.add_row(p, sy, None);
+                    whole += 1;
+                    if whole == INT_ROWS {
+                        self.flush(sp.norm);
+                        whole = 0;
                     }
                 }
-                for &(oy, wy) in &self.rows[sy] {
-                    let at = (oy * self.out_w + ox) * ch;
-                    for (a, v) in self.acc[at..at + ch].iter_mut().zip(&s) {
-                        *a += wy * v;
+                if whole > 0 {
+                    self.flush(sp.norm);
+                }
+                self.add_row(p, sp.last, Some(sp.w_last));
+            }
+            // Horizontal reduction of the summed row, then the colour conversion.
+            let dst = &mut out[oy * self.out_w * ch..(oy + 1) * self.out_w * ch];
+            for (ox, sx) in self.xs.iter().enumerate() {
+                let mut lanes = [0f32; 4];
+                for (c, lane) in lanes.iter_mut().enumerate().take(bpp) {
+                    let at = |i: usize| self.fsum[i * bpp + c];
+                    let mut inner = 0.0;
+                    for i in sx.first + 1..sx.last {
+                        inner += at(i);
                     }
+                    *lane = sx.w_first * at(sx.first) + sx.norm * inner + sx.w_last * at(sx.last);
+                }
+                let px = &mut dst[ox * ch..(ox + 1) * ch];
+                let q = |v: f32| (v + 0.5).floor().clamp(0.0, 255.0) as u8;
+                if yuv {
+                    let [r, g, b] = yuv_to_rgb_f(lanes[0], lanes[1], lanes[2]);
+                    px.copy_from_slice(&[q(r), q(g), q(b)]);
+                    continue;
+                }
+                match (rgb, gray) {
+                    (Some([r, g, b]), true) => {
+                        px[0] = q(LUMA[0] * lanes[r] + LUMA[1] * lanes[g] + LUMA[2] * lanes[b])
+                    }
+                    (Some([r, g, b]), false) => {
+                        px.copy_from_slice(&[q(lanes[r]), q(lanes[g]), q(lanes[b])])
+                    }
+                    (None, _) => px.fill(q(lanes[0])),
                 }
             }
-        }
-        for (o, a) in out.iter_mut().zip(&self.acc) {
-            *o = (a + 0.5).floor().clamp(0.0, 255.0) as u8;
         }
     }
 }
@@ -395,6 +476,46 @@ mod tests {
         );
         // (0*.4 + 50*.4 + 100*.2) = 40, (100*.2 + 150*.4 + 200*.4) = 160
         assert_eq!(out, [40, 160]);
+    }
+
+    /// The integer form of the conversion, per pixel.
+    fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+        let c = (y as i32 - 16).max(0) * 298;
+        let (d, e) = (u as i32 - 128, v as i32 - 128);
+        [
+            c + 409 * e + 128,
+            c - 100 * d - 208 * e + 128,
+            c + 516 * d + 128,
+        ]
+        .map(|x| (x >> 8).clamp(0, 255) as u8)
+    }
+
+    /// On a block of one colour, averaging then converting is the per-pixel conversion.
+    #[test]
+    fn yuv_block_converts_like_each_pixel() {
+        for (y, u, v) in [
+            (81u8, 90u8, 240u8),
+            (16, 128, 128),
+            (200, 30, 60),
+            (128, 200, 100),
+        ] {
+            let (yp, up, vp) = ([y; 16], [u; 4], [v; 4]);
+            let mut p = Preprocessor::new(VideoFormat::I420, 4, 4, 2, 2, Color::Rgb).unwrap();
+            let mut out = [0u8; 12];
+            p.run(
+                &Planes {
+                    data: [&yp, &up, &vp],
+                    stride: [4, 2, 2],
+                },
+                &mut out,
+            );
+            let want = yuv_to_rgb(y, u, v);
+            for px in out.chunks(3) {
+                for (a, b) in px.iter().zip(want) {
+                    assert!((*a as i32 - b as i32).abs() <= 1, "{px:?} vs {want:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use cachenet_core::manifest::Manifest;
 use cachenet_core::maths::Classification;
 use cachenet_core::preprocess::normalize_into;
 
-use crate::edge::EdgeClient;
+use crate::edge::{EdgeClient, EdgeError};
 use crate::store::Store;
 use crate::worker::{
     Fetched, Generation, InferJob, InferOutcome, OffloadWorker, Remote, SwapTimings, SwapWorker,
@@ -186,6 +186,10 @@ pub struct Runtime {
     logits: Vec<f32>,
     request_seq: u64,
     warnings: Vec<String>,
+    /// Settings errors for the application (a refused token), taken by the element.
+    errors: Vec<String>,
+    /// The edge refused this element's token: no more requests until a restart.
+    refused: bool,
     swap_events: Vec<SwapEvent>,
     recovered: bool,
 }
@@ -267,6 +271,8 @@ impl Runtime {
             logits: Vec::new(),
             request_seq: 0,
             warnings: Vec::new(),
+            errors: Vec::new(),
+            refused: false,
             swap_events: Vec::new(),
             recovered: false,
         })
@@ -296,6 +302,16 @@ impl Runtime {
     /// Warnings since the last call (edge failures), to post on the bus.
     pub fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
+    }
+
+    /// Settings errors found since the last call (the edge refused the token).
+    pub fn take_errors(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.errors)
+    }
+
+    /// No request goes to the edge: backing off after a failure, or refused for good.
+    fn offload_blocked(&self) -> bool {
+        self.refused || self.backoff.blocked()
     }
 
     /// Submodels that became usable since the last call.
@@ -552,8 +568,20 @@ impl Runtime {
         res
     }
 
-    fn edge_failed(&mut self, e: String) {
+    fn edge_failed(&mut self, e: EdgeError) {
         self.stats.offload_failures += 1;
+        if e.refused {
+            // A settings error: reported once, never retried (only a restart with another
+            // token can change the answer).
+            if !self.refused {
+                self.refused = true;
+                self.errors.push(format!(
+                    "the edge server refused the token property ({e}); frames are classified \
+                     on the device only until the element restarts with a token the edge accepts"
+                ));
+            }
+            return;
+        }
         let first = !self.backoff.blocked() && self.backoff.delay.is_zero();
         self.backoff.fail();
         if first {
@@ -658,7 +686,7 @@ impl Runtime {
         match self.config.offload {
             Offload::Sync => self.offload_sync(hwc, local),
             Offload::Async => {
-                if self.backoff.blocked() {
+                if self.offload_blocked() {
                     return Self::degraded(local, self.none_result());
                 }
                 // One request in flight at most, and none while the submodel the edge
@@ -688,7 +716,7 @@ impl Runtime {
     /// Ask the edge about this frame and wait for its answer (bounded by the timeout, cut
     /// short by a flush). Never waits for a download or a compile.
     fn offload_sync(&mut self, hwc: &[u8], local: Option<FrameResult>) -> FrameResult {
-        if self.backoff.blocked() {
+        if self.offload_blocked() {
             return Self::degraded(local, self.none_result());
         }
         let asked = Instant::now();
@@ -728,10 +756,10 @@ impl Runtime {
             Ok(None) if self.generation.current() != at => {
                 return Self::degraded(local, self.none_result());
             }
-            Ok(None) => Err("no answer within timeout-ms".to_string()),
+            Ok(None) => Err(EdgeError::from("no answer within timeout-ms".to_string())),
             Err(warning) => {
                 self.warnings.push(warning);
-                Err("the offload worker stopped".to_string())
+                Err(EdgeError::from("the offload worker stopped".to_string()))
             }
         };
         match outcome {

@@ -17,7 +17,7 @@ use cachenet_core::modelset::load_classifier_timed;
 use cachenet_core::proto;
 use cachenet_core::sha256_hex;
 
-use crate::edge::{EdgeClient, Traffic};
+use crate::edge::{EdgeClient, EdgeError, Traffic};
 use crate::store::Store;
 
 /// Flush/stop generation, shared by the element, the runtime and the workers, and the number
@@ -102,7 +102,7 @@ impl Remote {
         hwc: Vec<u8>,
         cached: Vec<u32>,
         request_id: String,
-    ) -> Result<InferOutcome, String> {
+    ) -> Result<InferOutcome, EdgeError> {
         let t = Instant::now();
         let spec = &self.manifest.input;
         let req = proto::InferRequest {
@@ -118,15 +118,12 @@ impl Remote {
         };
         let (response, traffic) = self.edge.infer(&req)?;
         if response.class_id as usize >= self.manifest.labels.len() {
-            return Err(format!(
-                "edge answered class {} out of range",
-                response.class_id
-            ));
+            return Err(format!("edge answered class {} out of range", response.class_id).into());
         }
         if response.probabilities.len() != self.manifest.labels.len()
             || !response.probabilities.iter().all(|p| p.is_finite())
         {
-            return Err("edge answered malformed probabilities".into());
+            return Err(String::from("edge answered malformed probabilities").into());
         }
         let id = response.submodel_id;
         let spec = self
@@ -135,9 +132,10 @@ impl Remote {
             .ok_or_else(|| format!("edge selected unknown submodel {id}"))?;
         if !spec.sha256.eq_ignore_ascii_case(&response.submodel_sha256) {
             return Err(format!(
-                "edge selected submodel {id} with sha256 {}, the manifest says {}",
+                "edge selected submodel {id} with sha256 {:?}, the manifest says {}",
                 response.submodel_sha256, spec.sha256
-            ));
+            )
+            .into());
         }
         Ok(InferOutcome {
             response,
@@ -410,7 +408,7 @@ pub struct InferJob {
 }
 
 /// Answers carry their request id, so that a late answer is never taken for a newer request's.
-pub type OffloadWorker = Worker<InferJob, (String, Result<InferOutcome, String>)>;
+pub type OffloadWorker = Worker<InferJob, (String, Result<InferOutcome, EdgeError>)>;
 pub type SwapWorker = Worker<u32, (u32, Result<Fetched, String>)>;
 
 pub fn offload_worker(remote: Remote, generation: Generation) -> OffloadWorker {

@@ -372,6 +372,45 @@ fn edge_timeout_degrades_with_a_warning_and_backs_off() {
     );
 }
 
+/// A token the edge does not accept is a settings error on the bus, reported once, never
+/// retried; frames keep their local results.
+#[test]
+fn refused_token_is_a_settings_error_not_an_outage() {
+    let state = AppState::load(Config {
+        model_dirs: vec![tiny()],
+        token: Some("right".into()),
+        ..Config::default()
+    })
+    .unwrap();
+    let e = Background::start(state, "127.0.0.1:0").unwrap();
+    let mut h = with_edge(&e, &[("token", v("wrong"))]);
+    for _ in 0..3 {
+        let r = h.push(240);
+        assert_eq!(
+            (r.source.as_str(), r.degraded, r.submodel),
+            ("device", true, 0)
+        );
+    }
+    assert_eq!(h.stat::<u64>("offloads"), 1, "no request after the refusal");
+    assert_eq!(h.stat::<u64>("offload-failures"), 1);
+    let mut errors = Vec::new();
+    while let Some(m) = h.bus.pop() {
+        if let gst::MessageView::Error(err) = m.view() {
+            assert!(err.error().matches(gst::ResourceError::NotAuthorized));
+            errors.push(err.error().to_string());
+        }
+    }
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("refused the token") && errors[0].contains("401"),
+        "{errors:?}"
+    );
+    // The right token works.
+    let mut h = with_edge(&e, &[("token", v("right"))]);
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.degraded), ("edge", false));
+}
+
 /// What a scripted fake edge does: /infer answers "white, submodel 1" after `infer_delay`;
 /// /submodels/1 sends `submodel` (ONNX bytes) after `download_delay`.
 struct Script {

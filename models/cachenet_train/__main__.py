@@ -40,7 +40,7 @@ def cmd_fit(a):
                        batch=a.batch, limit=a.limit, test_limit=a.test_limit, seed=a.seed, threads=a.threads,
                        bf16=not a.fp32, tau=a.tau, gamma=a.gamma, selector=a.selector, ablation=not a.no_ablation,
                        full_widths=tuple(a.full_widths), full_blocks=a.full_blocks, sub_widths=tuple(a.sub_widths),
-                       lr=a.lr, epochs_class=a.epochs_class)
+                       lr=a.lr, epochs_class=a.epochs_class, kd_weight=a.kd, kd_temp=a.kd_temp)
     r = train.fit(cfg, tr, te, a.out)
     if a.train_only:
         logging.info("trained; --train-only: no export")
@@ -146,6 +146,9 @@ def main(argv=None):
     f.add_argument("--full-widths", type=int, nargs=3, default=[80, 160, 320])
     f.add_argument("--full-blocks", type=int, default=2)
     f.add_argument("--sub-widths", type=int, nargs=3, default=[24, 48, 96])
+    f.add_argument("--kd", type=float, default=0.0,
+                   help="class selector: weight of distillation from the full model into the submodels")
+    f.add_argument("--kd-temp", type=float, default=2.0)
     f.add_argument("--train-only", action="store_true", help="stop after training (checkpoints only)")
     f.set_defaults(fn=cmd_fit)
     f = sub.add_parser("replay", help="write a replay sequence as PNG frames + labels.csv")

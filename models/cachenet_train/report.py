@@ -57,7 +57,8 @@ def simulate(ev: dict, order: np.ndarray, threshold: float) -> dict:
             "agreement": agree / n, "swaps": swaps, "swaps_per_10k": swaps * 10000.0 / n}
 
 
-THRESHOLDS = [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0]
+THRESHOLDS = [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3,
+              1.4, 1.5, 1.75, 2.0]
 
 
 def sweep(ev: dict, order: np.ndarray, thresholds=None) -> list[dict]:

@@ -599,6 +599,7 @@ impl CacheNetClassify {
         let stats = state.runtime.stats();
         let inference_us = spent(&stats).saturating_sub(spent_before);
         let warnings = state.runtime.take_warnings();
+        let errors = state.runtime.take_errors();
         let swaps = state.runtime.take_swap_events();
         let recovered = state.runtime.take_recovered();
         let frame_no = state.frame;
@@ -623,6 +624,10 @@ impl CacheNetClassify {
         gst::trace!(CAT, imp = self, "frame {frame_no}: {result:?}");
         for w in warnings {
             gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", w));
+        }
+        for e in errors {
+            // A settings error for the application; frames keep flowing with local results.
+            gst::element_imp_error!(self, gst::ResourceError::NotAuthorized, ("{}", e));
         }
         if recovered {
             gst::info!(CAT, imp = self, "edge server answers again");
