@@ -5,6 +5,7 @@
 
 pub mod error;
 mod infer;
+pub mod listen;
 pub mod metrics;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,8 @@ pub struct Config {
     /// Request bodies being received at once; beyond that, 503. Uploads never hold an
     /// inference slot: a request joins the inference queue once its body has arrived.
     pub uploads: usize,
+    /// Serve HTTPS with this certificate and key ([`listen::tls_config`]); None: plain HTTP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             token: None,
             max_body_bytes: 16 << 20,
             uploads: 64,
+            tls: None,
         }
     }
 }
@@ -187,15 +191,27 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serve until `shutdown` resolves; in-flight requests are finished first.
+/// Serve until `shutdown` resolves; in-flight requests are finished first. HTTPS when the
+/// config has a TLS certificate; either way a connection that sends nothing for
+/// [`listen::IDLE`] is closed.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state.clone());
+    match state.config().tls.clone() {
+        Some(tls) => {
+            axum::serve(listen::Tls::new(listener, tls)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listen::Plain(listener), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -429,6 +445,7 @@ async fn infer_handler(
 /// finishing in-flight requests, when dropped.
 pub struct Background {
     addr: std::net::SocketAddr,
+    tls: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -439,6 +456,7 @@ impl Background {
         let std_listener = std::net::TcpListener::bind(addr)?;
         std_listener.set_nonblocking(true)?;
         let local = std_listener.local_addr()?;
+        let tls = state.config().tls.is_some();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -463,6 +481,7 @@ impl Background {
             })?;
         Ok(Background {
             addr: local,
+            tls,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -472,9 +491,13 @@ impl Background {
         self.addr
     }
 
-    /// `http://addr`
+    /// `http://addr`, or `https://localhost:port` when serving TLS (certificates name hosts).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     /// Ask the server to stop (it stops accepting, finishes in-flight requests) without waiting.

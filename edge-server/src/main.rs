@@ -12,7 +12,7 @@ use clap::Parser;
 #[command(version, about)]
 struct Args {
     /// A model-set directory (manifest.json + ONNX files); repeat for several sets.
-    #[arg(long = "model-dir", required = true)]
+    #[arg(long = "model-dir", required_unless_present = "make_certs")]
     model_dirs: Vec<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8470")]
@@ -33,6 +33,19 @@ struct Args {
     /// 1 MiB/s or better, plus 2 s; uploads never hold an inference slot).
     #[arg(long, default_value_t = 64)]
     max_uploads: usize,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Write a new private CA and a server certificate for --cert-host into this directory
+    /// (ca.pem for the devices' ca-file, cert.pem and key.pem for --tls-cert/--tls-key), then exit.
+    #[arg(long)]
+    make_certs: Option<PathBuf>,
+    /// Host names or IP addresses the certificate of --make-certs is valid for.
+    #[arg(long, default_values_t = vec!["localhost".to_string(), "127.0.0.1".to_string()])]
+    cert_host: Vec<String>,
     /// Validate the model sets, print a line per set and exit.
     #[arg(long)]
     check: bool,
@@ -46,6 +59,23 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(dir) = &args.make_certs {
+        return match cachenet_edge::listen::make_certs(dir, &args.cert_host) {
+            Ok(f) => {
+                println!(
+                    "CA (ca-file of the devices): {}\ncertificate (--tls-cert): {}\nkey (--tls-key): {}",
+                    f.ca.display(),
+                    f.cert.display(),
+                    f.key.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.check {
         return match load_model_sets(&args.model_dirs) {
             Ok(sets) => {
@@ -83,6 +113,15 @@ fn main() -> ExitCode {
     if let Some(q) = args.queue {
         config.queue = q;
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match cachenet_edge::listen::tls_config(cert, key) {
+            Ok(c) => config.tls = Some(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Some(path) = &args.token_file {
         match std::fs::read_to_string(path) {
             Ok(t) if !t.trim().is_empty() => config.token = Some(t.trim().to_string()),
@@ -95,6 +134,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if config.token.is_some() && config.tls.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            "the bearer token and every frame cross the network in clear: serve HTTPS with \
+             --tls-cert and --tls-key"
+        );
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -525,3 +525,68 @@ fn graceful_shutdown_finishes_in_flight_requests() {
         "listener closed after shutdown"
     );
 }
+
+/// HTTPS with a private CA made at test time: a client that trusts the CA gets answers, one that
+/// does not is refused in the handshake, and plain HTTP gets no answer.
+#[test]
+fn https_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = cachenet_edge::listen::make_certs(dir.path(), &["localhost".into()]).unwrap();
+    let tls = cachenet_edge::listen::tls_config(&files.cert, &files.key).unwrap();
+    let s = Server::start(Config {
+        tls: Some(tls),
+        ..config()
+    });
+    let url = s.url("/v1/models/tiny/infer");
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let pem = std::fs::read(&files.ca).unwrap();
+    let ca: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i.unwrap() {
+            ureq::tls::PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let trusting: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&ca))
+                .build(),
+        )
+        .build()
+        .into();
+    let mut r = trusting
+        .post(&url)
+        .send(&raw_request(240).encode_to_vec()[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let resp = proto::InferResponse::decode(&r.body_mut().read_to_vec().unwrap()[..]).unwrap();
+    assert_eq!(resp.class_id, 3);
+    // Mozilla's roots do not include our CA.
+    let e = agent().get(s.url("/health/live")).call().unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    // Plain HTTP to the TLS port: no HTTP answer.
+    let plain = format!("http://{}/health/live", s.addr());
+    assert!(agent().get(&plain).call().is_err());
+    // The server still answers the trusting client afterwards.
+    let r = trusting.get(s.url("/health/live")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// A connection that sends nothing (or trickles headers) is closed after the idle timeout.
+#[test]
+fn silent_connection_is_closed() {
+    let s = Server::start(config());
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(b"GET /health/live HTTP/1.1\r\n").unwrap();
+    let t = std::time::Instant::now();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let took = t.elapsed();
+    assert!(
+        took >= cachenet_edge::listen::IDLE - Duration::from_secs(1)
+            && took < cachenet_edge::listen::IDLE + Duration::from_secs(15),
+        "closed after {took:?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! HTTP client for `cachenet-edge`. Every call is bounded by the configured timeout, so the
 //! streaming thread never waits unbounded on the network.
 
+use std::path::Path;
 use std::time::Duration;
 
 use cachenet_core::manifest::{Manifest, is_safe_name};
@@ -17,22 +18,55 @@ pub struct EdgeClient {
     agent: ureq::Agent,
 }
 
-/// Validate an `edge-url` property value: `http://host[:port][/prefix]`.
-pub fn parse_edge_url(url: &str) -> Result<String, String> {
+/// Validate an `edge-url` property value: `http[s]://host[:port][/prefix]`. Returns the URL
+/// without a trailing slash and its host.
+pub fn parse_edge_url(url: &str) -> Result<(String, String), String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("edge-url {url:?} must start with http://"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("edge-url {url:?} must start with http:// or https://"))?;
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() || host.contains(char::is_whitespace) || host.contains('@') {
         return Err(format!("edge-url {url:?} has no valid host"));
     }
-    if let Some((_, port)) = host.rsplit_once(':')
-        && !host.ends_with(']')
-        && port.parse::<u16>().is_err()
-    {
-        return Err(format!("edge-url {url:?} has an invalid port"));
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !host.ends_with(']') => {
+            if port.parse::<u16>().is_err() {
+                return Err(format!("edge-url {url:?} has an invalid port"));
+            }
+            name
+        }
+        _ => host,
+    };
+    Ok((url.trim_end_matches('/').to_string(), name.to_string()))
+}
+
+/// Whether `host` (from an edge-url) is this machine.
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The certificates of a PEM file (a private CA for the edge's certificate).
+fn load_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("ca-file {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) =
+            item.map_err(|e| format!("ca-file {}: {e}", path.display()))?
+        {
+            certs.push(c);
+        }
     }
-    Ok(url.trim_end_matches('/').to_string())
+    if certs.is_empty() {
+        return Err(format!(
+            "ca-file {}: no certificate in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// A failed edge call. `refused` marks a 401 or 403: the edge does not accept the `token`
@@ -87,19 +121,27 @@ pub struct Traffic {
 }
 
 impl EdgeClient {
+    /// A client for `url`. `https://` URLs are verified against Mozilla's root certificates,
+    /// or against the certificates of `ca_file` (a private CA) when one is given.
     pub fn new(
         url: &str,
         set: &str,
         token: Option<String>,
         timeout: Duration,
+        ca_file: Option<&Path>,
     ) -> Result<EdgeClient, String> {
-        let base = parse_edge_url(url)?;
+        let (base, _) = parse_edge_url(url)?;
         if !is_safe_name(set) {
             return Err(format!("model-set {set:?} must be letters, digits, - _ ."));
+        }
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(path) = ca_file {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&load_ca_file(path)?));
         }
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            .tls_config(tls.build())
             .build()
             .into();
         Ok(EdgeClient {
@@ -108,6 +150,20 @@ impl EdgeClient {
             token,
             agent,
         })
+    }
+
+    /// A warning when the token would cross the network in clear: `http://` to another host.
+    pub fn clear_text_warning(&self) -> Option<String> {
+        let (_, host) = parse_edge_url(&self.base).ok()?;
+        (self.token.is_some() && self.base.starts_with("http://") && !is_loopback(&host)).then(
+            || {
+                format!(
+                    "the token goes to {} unencrypted: use an https:// edge-url (and ca-file for a \
+                 private CA)",
+                    self.base
+                )
+            },
+        )
     }
 
     fn url(&self, tail: &str) -> String {
@@ -211,15 +267,34 @@ mod tests {
     fn edge_url_validation() {
         assert_eq!(
             parse_edge_url("http://edge:8470/").unwrap(),
-            "http://edge:8470"
+            ("http://edge:8470".to_string(), "edge".to_string())
         );
         assert!(parse_edge_url("http://127.0.0.1:8470").is_ok());
+        assert_eq!(parse_edge_url("https://edge/x").unwrap().1, "edge");
+        assert_eq!(parse_edge_url("https://[::1]:9").unwrap().1, "[::1]");
         assert!(
-            parse_edge_url("https://edge")
+            parse_edge_url("ftp://edge")
                 .unwrap_err()
                 .contains("http://")
         );
         assert!(parse_edge_url("edge:8470").is_err());
+        assert!(is_loopback("localhost") && is_loopback("127.0.0.1") && is_loopback("[::1]"));
+        assert!(!is_loopback("edge") && !is_loopback("10.0.0.1"));
+        let warn = |url: &str, token: Option<&str>| {
+            EdgeClient::new(
+                url,
+                "s",
+                token.map(String::from),
+                Duration::from_secs(1),
+                None,
+            )
+            .unwrap()
+            .clear_text_warning()
+        };
+        assert!(warn("http://10.0.0.1:8470", Some("t")).is_some());
+        assert!(warn("http://127.0.0.1:8470", Some("t")).is_none());
+        assert!(warn("https://edge", Some("t")).is_none());
+        assert!(warn("http://edge", None).is_none());
         assert!(parse_edge_url("http://").is_err());
         assert!(
             parse_edge_url("http://edge:port")

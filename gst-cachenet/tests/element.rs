@@ -411,6 +411,45 @@ fn refused_token_is_a_settings_error_not_an_outage() {
     assert_eq!((r.source.as_str(), r.degraded), ("edge", false));
 }
 
+/// An https:// edge with a private CA: with ca-file the element offloads and swaps over TLS;
+/// without it the certificate is refused and frames keep their local results.
+#[test]
+fn https_edge_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = cachenet_edge::listen::make_certs(dir.path(), &["localhost".into()]).unwrap();
+    let state = AppState::load(Config {
+        model_dirs: vec![tiny()],
+        tls: Some(cachenet_edge::listen::tls_config(&files.cert, &files.key).unwrap()),
+        ..Config::default()
+    })
+    .unwrap();
+    let e = Background::start(state, "127.0.0.1:0").unwrap();
+    assert!(e.url().starts_with("https://"));
+    let ca = files.ca.to_str().unwrap();
+    let mut h = with_edge(&e, &[("ca-file", v(ca))]);
+    let r = h.push(240);
+    assert_eq!(
+        (r.source.as_str(), r.class_id, r.degraded),
+        ("edge", 3, false)
+    );
+    h.settle();
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.hit, r.submodel), ("device", true, 1));
+
+    let mut h = with_edge(&e, &[("timeout-ms", v(2000u32))]);
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.degraded), ("device", true));
+    let w = h.messages("warning");
+    assert!(
+        w.iter().any(|m| m
+            .get::<String>("text")
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate")),
+        "{w:?}"
+    );
+}
+
 /// What a scripted fake edge does: /infer answers "white, submodel 1" after `infer_delay`;
 /// /submodels/1 sends `submodel` (ONNX bytes) after `download_delay`.
 struct Script {

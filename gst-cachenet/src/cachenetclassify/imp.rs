@@ -49,6 +49,7 @@ struct Settings {
     offload: Offload,
     timeout_ms: u32,
     token: Option<String>,
+    ca_file: Option<String>,
     post_messages: bool,
     keep_compiled: bool,
 }
@@ -66,6 +67,7 @@ impl Default for Settings {
             offload: DEFAULT_OFFLOAD,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             token: None,
+            ca_file: None,
             post_messages: DEFAULT_POST_MESSAGES,
             keep_compiled: DEFAULT_KEEP_COMPILED,
         }
@@ -216,7 +218,12 @@ impl ObjectImpl for CacheNetClassify {
                     .build(),
                 glib::ParamSpecString::builder("token")
                     .nick("Token")
-                    .blurb("Bearer token sent to the edge server")
+                    .blurb("Bearer token sent to the edge server (use an https:// edge-url: over http:// to another host it travels in clear, and the element warns)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("ca-file")
+                    .nick("CA file")
+                    .blurb("PEM file of the certificate authority that signed an https:// edge's certificate (a private CA); without it, Mozilla's root certificates")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("post-messages")
@@ -264,6 +271,7 @@ impl ObjectImpl for CacheNetClassify {
             "offload" => s.offload = value.get().expect("type checked upstream"),
             "timeout-ms" => s.timeout_ms = value.get().expect("type checked upstream"),
             "token" => s.token = opt(value),
+            "ca-file" => s.ca_file = opt(value),
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
             "keep-compiled" => s.keep_compiled = value.get().expect("type checked upstream"),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
@@ -283,6 +291,7 @@ impl ObjectImpl for CacheNetClassify {
             "offload" => s.offload.to_value(),
             "timeout-ms" => s.timeout_ms.to_value(),
             "token" => s.token.to_value(),
+            "ca-file" => s.ca_file.to_value(),
             "post-messages" => s.post_messages.to_value(),
             "keep-compiled" => s.keep_compiled.to_value(),
             "swaps-pending" => (self.generation.swaps_pending() as u32).to_value(),
@@ -370,7 +379,13 @@ impl CacheNetClassify {
         };
         let edge = match &s.edge_url {
             Some(u) => {
-                Some(EdgeClient::new(u, &set, s.token.clone(), timeout).map_err(settings_error)?)
+                let ca = s.ca_file.as_deref().map(Path::new);
+                let client = EdgeClient::new(u, &set, s.token.clone(), timeout, ca)
+                    .map_err(settings_error)?;
+                if let Some(w) = client.clear_text_warning() {
+                    gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{}", w));
+                }
+                Some(client)
             }
             None => None,
         };
