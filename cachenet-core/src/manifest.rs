@@ -177,9 +177,17 @@ impl Manifest {
     /// Parse and validate `dir/manifest.json` (structure only; files are checked by
     /// [`read_verified`]).
     pub fn load(dir: &Path) -> Result<Manifest> {
+        Manifest::load_with_bytes(dir).map(|(m, _)| m)
+    }
+
+    /// [`Manifest::load`], with the file's bytes (served verbatim, so that devices can pin
+    /// their sha256).
+    pub fn load_with_bytes(dir: &Path) -> Result<(Manifest, Vec<u8>)> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&path).map_err(|e| CoreError::io(&path, e))?;
-        Manifest::from_json(&bytes).map_err(|message| CoreError::Manifest { path, message })
+        let m =
+            Manifest::from_json(&bytes).map_err(|message| CoreError::Manifest { path, message })?;
+        Ok((m, bytes))
     }
 
     /// Parse and validate a manifest received as JSON (from a file, the edge or a cache).

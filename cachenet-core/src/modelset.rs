@@ -23,6 +23,8 @@ pub struct LoadedSubmodel {
 pub struct ModelSet {
     pub dir: PathBuf,
     pub manifest: Manifest,
+    /// `manifest.json` as read (its sha256 is what a device pins).
+    pub manifest_bytes: Vec<u8>,
     pub full: Model,
     pub selector: Model,
     pub submodels: Vec<LoadedSubmodel>,
@@ -51,7 +53,7 @@ fn load_file(dir: &Path, entry: &ModelFile, shape: [usize; 4], output_len: usize
 impl ModelSet {
     /// Load `dir`: manifest, sha256 and size of every file, ONNX shapes.
     pub fn load(dir: &Path) -> Result<ModelSet> {
-        let manifest = Manifest::load(dir)?;
+        let (manifest, manifest_bytes) = Manifest::load_with_bytes(dir)?;
         let classes = manifest.labels.len();
         let full = load_file(dir, &manifest.full_model, manifest.input.shape(), classes)?;
         let selector = load_file(
@@ -75,6 +77,7 @@ impl ModelSet {
         Ok(ModelSet {
             dir: dir.to_path_buf(),
             manifest,
+            manifest_bytes,
             full,
             selector,
             submodels,

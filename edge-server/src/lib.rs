@@ -324,9 +324,12 @@ async fn manifest(
     Path(set): Path<String>,
 ) -> Result<Response, ApiError> {
     let set = state.set(checked_set_name(&set)?)?;
-    Ok(json(
-        serde_json::to_value(&set.manifest).map_err(|e| ApiError::Internal(e.to_string()))?,
-    ))
+    // The file's own bytes: a device pins their sha256 (`manifest-sha256`).
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        set.manifest_bytes.clone(),
+    )
+        .into_response())
 }
 
 async fn submodel(

@@ -129,6 +129,11 @@ fn health_models_and_manifest() {
     let r = get(&s.url("/v1/models/tiny/manifest"), &[]);
     let m: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(m["submodels"][1]["file"], "submodel-1.onnx");
+    assert_eq!(
+        r.body,
+        std::fs::read(tiny().join("manifest.json")).unwrap(),
+        "the manifest file verbatim (devices pin its sha256)"
+    );
     let r = get(&s.url("/v1/models/nope/manifest"), &[]);
     assert_eq!(r.status, 404);
     assert!(r.error().message.contains("nope"));

@@ -85,9 +85,10 @@ impl Store {
         write_atomic(&self.dir.join("manifest.json"), json).map_err(|e| format!("cache-dir: {e}"))
     }
 
-    pub fn load_manifest(&self) -> Option<Manifest> {
+    /// The cached manifest and its bytes (for a `manifest-sha256` pin).
+    pub fn load_manifest(&self) -> Option<(Manifest, Vec<u8>)> {
         let bytes = std::fs::read(self.dir.join("manifest.json")).ok()?;
-        Manifest::from_json(&bytes).ok()
+        Manifest::from_json(&bytes).ok().map(|m| (m, bytes))
     }
 }
 

@@ -734,6 +734,47 @@ fn start_error(props: &[(&str, glib::Value)]) -> String {
     }
 }
 
+/// A manifest-sha256 pin admits only the pinned model set, from model-dir or from the edge.
+#[test]
+fn manifest_pin_refuses_any_other_model_set() {
+    let sha = cachenet_core::sha256_hex(&std::fs::read(tiny().join("manifest.json")).unwrap());
+    let other = "0".repeat(64);
+    // model-dir
+    let mut h = local(&[("manifest-sha256", v(sha.as_str()))]);
+    assert_eq!(h.push(20).class_id, 0);
+    let e = start_error(&[
+        ("model-dir", v(tiny().to_str().unwrap())),
+        ("manifest-sha256", v(other.as_str())),
+    ]);
+    assert!(
+        e.contains("model-dir") && e.contains("manifest-sha256") && e.contains(&sha),
+        "{e}"
+    );
+    let e = start_error(&[
+        ("model-dir", v(tiny().to_str().unwrap())),
+        ("manifest-sha256", v("abc")),
+    ]);
+    assert!(e.contains("64 hex digits"), "{e}");
+    // the edge's manifest (no model-dir)
+    let edge = edge();
+    let e = start_error(&[
+        ("edge-url", v(edge.url())),
+        ("model-set", v("tiny")),
+        ("manifest-sha256", v(other.as_str())),
+    ]);
+    assert!(
+        e.contains("edge-url") && e.contains("manifest-sha256"),
+        "{e}"
+    );
+    let mut h = harness(&[
+        ("edge-url", v(edge.url())),
+        ("model-set", v("tiny")),
+        ("manifest-sha256", v(sha.to_uppercase())),
+    ]);
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.class_id), ("edge", 3));
+}
+
 #[test]
 fn bad_settings_fail_start_with_a_clear_message() {
     let e = start_error(&[]);

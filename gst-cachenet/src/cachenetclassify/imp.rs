@@ -50,6 +50,7 @@ struct Settings {
     timeout_ms: u32,
     token: Option<String>,
     ca_file: Option<String>,
+    manifest_sha256: Option<String>,
     post_messages: bool,
     keep_compiled: bool,
 }
@@ -68,6 +69,7 @@ impl Default for Settings {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             token: None,
             ca_file: None,
+            manifest_sha256: None,
             post_messages: DEFAULT_POST_MESSAGES,
             keep_compiled: DEFAULT_KEEP_COMPILED,
         }
@@ -221,6 +223,11 @@ impl ObjectImpl for CacheNetClassify {
                     .blurb("Bearer token sent to the edge server (use an https:// edge-url: over http:// to another host it travels in clear, and the element warns)")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("manifest-sha256")
+                    .nick("Manifest SHA-256")
+                    .blurb("Pin the model set: the sha256 (hex) its manifest.json must have, wherever it comes from (model-dir, the edge, cache-dir); the manifest pins every model file by sha256 in turn")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("ca-file")
                     .nick("CA file")
                     .blurb("PEM file of the certificate authority that signed an https:// edge's certificate (a private CA); without it, Mozilla's root certificates")
@@ -272,6 +279,7 @@ impl ObjectImpl for CacheNetClassify {
             "timeout-ms" => s.timeout_ms = value.get().expect("type checked upstream"),
             "token" => s.token = opt(value),
             "ca-file" => s.ca_file = opt(value),
+            "manifest-sha256" => s.manifest_sha256 = opt(value),
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
             "keep-compiled" => s.keep_compiled = value.get().expect("type checked upstream"),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
@@ -292,6 +300,7 @@ impl ObjectImpl for CacheNetClassify {
             "timeout-ms" => s.timeout_ms.to_value(),
             "token" => s.token.to_value(),
             "ca-file" => s.ca_file.to_value(),
+            "manifest-sha256" => s.manifest_sha256.to_value(),
             "post-messages" => s.post_messages.to_value(),
             "keep-compiled" => s.keep_compiled.to_value(),
             "swaps-pending" => (self.generation.swaps_pending() as u32).to_value(),
@@ -347,14 +356,38 @@ fn settings_error(msg: impl std::fmt::Display) -> gst::ErrorMessage {
     gst::error_msg!(gst::ResourceError::Settings, ("{}", msg))
 }
 
+/// With a `manifest-sha256` pin, manifest bytes from `source` must hash to it.
+fn check_pin(pin: Option<&str>, bytes: &[u8], source: &str) -> Result<(), String> {
+    let Some(pin) = pin else { return Ok(()) };
+    let got = cachenet_core::sha256_hex(bytes);
+    if got.eq_ignore_ascii_case(pin) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{source}: the manifest's sha256 is {got}, manifest-sha256 pins {pin}: refusing a \
+             model set that is not the pinned one"
+        ))
+    }
+}
+
 impl CacheNetClassify {
     fn build_state(&self, s: &Settings) -> Result<State, gst::ErrorMessage> {
         let timeout = Duration::from_millis(s.timeout_ms as u64);
+        let pin = s.manifest_sha256.as_deref();
+        if let Some(p) = pin
+            && (p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(settings_error(format!(
+                "manifest-sha256 {p:?} is not a sha256 (64 hex digits)"
+            )));
+        }
         let local = match &s.model_dir {
-            Some(d) => Some(
-                ModelSet::load(Path::new(d))
-                    .map_err(|e| settings_error(format!("model-dir: {e}")))?,
-            ),
+            Some(d) => {
+                let set = ModelSet::load(Path::new(d))
+                    .map_err(|e| settings_error(format!("model-dir: {e}")))?;
+                check_pin(pin, &set.manifest_bytes, "model-dir").map_err(settings_error)?;
+                Some(set)
+            }
             None => None,
         };
         if local.is_none() && s.edge_url.is_none() {
@@ -395,31 +428,43 @@ impl CacheNetClassify {
         };
         let manifest = match (&local, &edge) {
             (Some(l), _) => l.manifest.clone(),
-            (None, Some(e)) => match e.manifest() {
-                Ok((m, bytes)) => {
-                    if let Some(st) = &store
-                        && let Err(err) = st.save_manifest(&bytes)
-                    {
-                        gst::warning!(CAT, imp = self, "{err}");
-                    }
-                    m
-                }
-                Err(err) => match store.as_ref().and_then(Store::load_manifest) {
-                    Some(m) => {
-                        gst::element_imp_warning!(
-                            self,
-                            gst::ResourceError::Read,
-                            ("edge-url: {err}; using the manifest cached in cache-dir")
-                        );
+            (None, Some(e)) => {
+                let fetched = e
+                    .manifest()
+                    .map_err(String::from)
+                    .and_then(|(m, bytes)| check_pin(pin, &bytes, "edge-url").map(|()| (m, bytes)));
+                match fetched {
+                    Ok((m, bytes)) => {
+                        if let Some(st) = &store
+                            && let Err(err) = st.save_manifest(&bytes)
+                        {
+                            gst::warning!(CAT, imp = self, "{err}");
+                        }
                         m
                     }
-                    None => {
-                        return Err(settings_error(format!(
-                            "edge-url: cannot get the manifest of model set {set:?}: {err}"
-                        )));
+                    Err(err) => {
+                        let cached = store
+                            .as_ref()
+                            .and_then(Store::load_manifest)
+                            .filter(|(_, bytes)| check_pin(pin, bytes, "cache-dir").is_ok());
+                        match cached {
+                            Some((m, _)) => {
+                                gst::element_imp_warning!(
+                                    self,
+                                    gst::ResourceError::Read,
+                                    ("edge-url: {err}; using the manifest cached in cache-dir")
+                                );
+                                m
+                            }
+                            None => {
+                                return Err(settings_error(format!(
+                                    "edge-url: cannot get the manifest of model set {set:?}: {err}"
+                                )));
+                            }
+                        }
                     }
-                },
-            },
+                }
+            }
             (None, None) => unreachable!("checked above"),
         };
         // Warm start: submodels persisted in cache-dir (most recent first), else submodel 0
