@@ -11,7 +11,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 ROOT="${CACHENET_DEBIAN13_ROOT:-$REPO/target/debian13}"
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+host_mirror() { # the Debian archive the host's own apt uses (deb822 .sources or one-line .list)
+  {
+    grep -hE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+      awk '{for (i = 2; i <= NF; i++) print $i}'
+    grep -hE '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+      awk '{for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) { print $i; break }}'
+  } | grep -v -- '-security' | head -n1
+}
+MIRROR="${DEBIAN_MIRROR:-$(host_mirror)}"
+[ -n "$MIRROR" ] || { echo "test-analytics: no Debian mirror in the host's apt sources; set DEBIAN_MIRROR" >&2; exit 1; }
 RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
 CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
 [ "$(id -u)" -eq 0 ] || { echo "test-analytics: needs root (debootstrap, chroot)" >&2; exit 1; }

@@ -48,61 +48,88 @@ for f in sys.argv[2:]:
     print(f, float(np.median(ts)) * 1000)
 "#;
 
-/// Time the full model and every submodel of `dir`, `runs` runs each.
+/// Rounds of alternating tract and onnxruntime measurements: a shared machine's load drifts,
+/// and each engine sees the same drift.
+const ROUNDS: usize = 5;
+
+/// Time the full model and every submodel of `dir`: [`ROUNDS`] rounds of `runs` runs per
+/// engine, tract then onnxruntime; each figure is the median over the rounds of the per-round
+/// medians.
 pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     let m = Manifest::load(dir).map_err(|e| e.to_string())?;
     let mut files = vec![m.full_model.clone()];
     files.extend(m.submodels.iter().map(|s| s.model_file()));
-    let mut rows = Vec::new();
+    let mut sessions = Vec::new();
     for f in &files {
         let bytes = read_verified(dir, f).map_err(|e| e.to_string())?;
         let model = Model::from_bytes(&f.file, &bytes, m.input.shape(), m.labels.len())
             .map_err(|e| e.to_string())?;
-        let mut session = model.session().map_err(|e| e.to_string())?;
+        let session = model.session().map_err(|e| e.to_string())?;
         let input: Vec<f32> = (0..model.input_len())
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect();
-        let mut out = Vec::new();
-        for _ in 0..10 {
-            session
-                .run_into(&input, &mut out)
-                .map_err(|e| e.to_string())?;
-        }
-        let mut ts = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            let t = Instant::now();
-            session
-                .run_into(&input, &mut out)
-                .map_err(|e| e.to_string())?;
-            ts.push(t.elapsed().as_secs_f64() * 1000.0);
-        }
-        rows.push(EngineRow {
-            file: f.file.clone(),
-            tract_ms: median(ts),
-            onnxruntime_ms: None,
-            ratio: None,
-        });
+        sessions.push((session, input));
     }
-    let out = Command::new("python3")
-        .args(["-c", ORT, &runs.to_string()])
-        .args(files.iter().map(|f| dir.join(&f.file)))
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            for line in String::from_utf8_lossy(&o.stdout).lines() {
-                let Some((path, ms)) = line.rsplit_once(' ') else {
-                    continue;
-                };
-                let Ok(ms) = ms.parse::<f64>() else { continue };
-                if let Some(r) = rows.iter_mut().find(|r| path.ends_with(&r.file)) {
-                    r.onnxruntime_ms = Some(ms);
-                    r.ratio = Some(r.tract_ms / ms);
+    let mut tract: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
+    let mut onnx: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
+    let mut ort_ok = true;
+    for _ in 0..ROUNDS {
+        for (k, (session, input)) in sessions.iter_mut().enumerate() {
+            let mut out = Vec::new();
+            for _ in 0..10 {
+                session
+                    .run_into(input, &mut out)
+                    .map_err(|e| e.to_string())?;
+            }
+            let mut ts = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let t = Instant::now();
+                session
+                    .run_into(input, &mut out)
+                    .map_err(|e| e.to_string())?;
+                ts.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            tract[k].push(median(ts));
+        }
+        if !ort_ok {
+            continue;
+        }
+        let out = Command::new("python3")
+            .args(["-c", ORT, &runs.to_string()])
+            .args(files.iter().map(|f| dir.join(&f.file)))
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                for line in String::from_utf8_lossy(&o.stdout).lines() {
+                    let Some((path, ms)) = line.rsplit_once(' ') else {
+                        continue;
+                    };
+                    let Ok(ms) = ms.parse::<f64>() else { continue };
+                    if let Some(k) = files.iter().position(|f| path.ends_with(&f.file)) {
+                        onnx[k].push(ms);
+                    }
                 }
             }
+            _ => {
+                eprintln!("warning: onnxruntime timing skipped (python3 with onnxruntime needed)");
+                ort_ok = false;
+            }
         }
-        _ => eprintln!("warning: onnxruntime timing skipped (python3 with onnxruntime needed)"),
     }
-    Ok(rows)
+    Ok(files
+        .iter()
+        .zip(tract.into_iter().zip(onnx))
+        .map(|(f, (t, o))| {
+            let tract_ms = median(t);
+            let onnxruntime_ms = (!o.is_empty()).then(|| median(o));
+            EngineRow {
+                file: f.file.clone(),
+                tract_ms,
+                onnxruntime_ms,
+                ratio: onnxruntime_ms.map(|ms| tract_ms / ms),
+            }
+        })
+        .collect())
 }
 
 pub fn markdown(rows: &[EngineRow]) -> String {

@@ -173,7 +173,19 @@ fn main() {
 
 /// tract against onnxruntime on every classifier of the model set (no CPU limit).
 fn engines(a: &Args) -> Result<Vec<cachenet_bench::engines::EngineRow>, String> {
-    eprintln!("[engines] tract and onnxruntime, one thread, 100 runs per model ...");
+    eprintln!(
+        "[engines] tract and onnxruntime, one thread, pinned to CPU 0, 5 x 100 runs per model ..."
+    );
+    // Pinned (threads and children alike): a thread that migrates between cores measures up
+    // to 1.5 x slower, and not the same for both engines.
+    let pinned = which("taskset")
+        && Command::new("taskset")
+            .args(["-a", "-cp", "0", &std::process::id().to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !pinned {
+        eprintln!("warning: taskset failed: engine timings are not pinned to one CPU");
+    }
     cachenet_bench::engines::compare(&a.model_dir, 100)
 }
 
