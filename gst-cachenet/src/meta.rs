@@ -1,4 +1,4 @@
-//! `CacheNetMeta`: a GstMeta carrying the frame's [`FrameResult`] for Rust applications.
+//! `CacheNetMeta`: a GstMeta carrying the frame's classification for Rust applications.
 //!
 //! ```no_run
 //! # fn f(buffer: &gst::BufferRef) {
@@ -11,6 +11,11 @@
 //! ```
 //! C and Python applications read the same result from the ROI meta's
 //! `cachenet/classification` param (see [`crate::result`]).
+//!
+//! An application may link this crate *and* load the plugin: two copies of this code in one
+//! process. The meta therefore carries a C type (a `GstStructure`), and whichever copy comes
+//! second finds the API type and the meta registered by the first, by name, instead of
+//! registering them again.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -18,36 +23,36 @@ use std::fmt;
 use gst::glib;
 use gst::prelude::*;
 
+use crate::result::{Classification, RESULT_STRUCTURE};
 use crate::runtime::FrameResult;
 
-/// The custom meta: a `GstMeta` header followed by a [`FrameResult`].
+/// The custom meta: a `GstMeta` header followed by a `GstStructure` of the result fields.
 #[repr(transparent)]
 pub struct CacheNetMeta(imp::CacheNetMeta);
 
-// SAFETY: the payload is a plain owned Rust value (Send + Sync).
+// SAFETY: the payload is an owned GstStructure, only read through shared references.
 unsafe impl Send for CacheNetMeta {}
 unsafe impl Sync for CacheNetMeta {}
 
 impl CacheNetMeta {
     /// Attach `result` to `buffer`.
-    pub fn add(
-        buffer: &mut gst::BufferRef,
-        result: FrameResult,
-    ) -> gst::MetaRefMut<'_, Self, gst::meta::Standalone> {
-        unsafe {
-            let mut params = std::mem::ManuallyDrop::new(result);
-            let meta = gst::ffi::gst_buffer_add_meta(
-                buffer.as_mut_ptr(),
-                imp::meta_get_info(),
-                &mut *params as *mut FrameResult as glib::ffi::gpointer,
-            ) as *mut imp::CacheNetMeta;
-            Self::from_mut_ptr(buffer, meta)
-        }
+    pub fn add<'a>(
+        buffer: &'a mut gst::BufferRef,
+        result: &FrameResult,
+    ) -> gst::MetaRefMut<'a, Self, gst::meta::Standalone> {
+        let s = crate::result::fields(RESULT_STRUCTURE, result).build();
+        unsafe { imp::add(buffer, s) }
     }
 
     /// The classification of this frame.
-    pub fn result(&self) -> &FrameResult {
-        &self.0.result
+    pub fn result(&self) -> Classification {
+        Classification::from_structure(self.structure())
+            .expect("CacheNetMeta always carries every field")
+    }
+
+    /// The `cachenet/classification` structure itself.
+    pub fn structure(&self) -> &gst::StructureRef {
+        unsafe { gst::StructureRef::from_glib_borrow(self.0.structure) }
     }
 }
 
@@ -63,7 +68,7 @@ unsafe impl MetaAPI for CacheNetMeta {
 impl fmt::Debug for CacheNetMeta {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.debug_struct("CacheNetMeta")
-            .field("result", &self.0.result)
+            .field("result", &self.result())
             .finish()
     }
 }
@@ -72,23 +77,49 @@ mod imp {
     use std::sync::LazyLock;
 
     use gst::glib::{self, translate::*};
+    use gst::prelude::*;
 
-    use crate::runtime::FrameResult;
+    const API_NAME: &std::ffi::CStr = c"GstCacheNetMetaAPI";
+    const META_NAME: &std::ffi::CStr = c"GstCacheNetMeta";
 
     #[repr(C)]
     pub struct CacheNetMeta {
         parent: gst::ffi::GstMeta,
-        pub(super) result: FrameResult,
+        pub(super) structure: *mut gst::ffi::GstStructure,
+    }
+
+    /// Attach `s` (ownership moves into the meta).
+    pub(super) unsafe fn add(
+        buffer: &mut gst::BufferRef,
+        s: gst::Structure,
+    ) -> gst::MetaRefMut<'_, super::CacheNetMeta, gst::meta::Standalone> {
+        unsafe {
+            let meta = gst::ffi::gst_buffer_add_meta(
+                buffer.as_mut_ptr(),
+                meta_get_info(),
+                s.into_glib_ptr() as glib::ffi::gpointer,
+            ) as *mut CacheNetMeta;
+            super::CacheNetMeta::from_mut_ptr(buffer, meta)
+        }
     }
 
     pub(super) fn meta_api_get_type() -> glib::Type {
         static TYPE: LazyLock<glib::Type> = LazyLock::new(|| unsafe {
+            // Registered already by another copy of this code in the process: use that one.
+            let existing = glib::gobject_ffi::g_type_from_name(API_NAME.as_ptr());
+            if existing != 0 {
+                return from_glib(existing);
+            }
             let mut tags: [*const std::ffi::c_char; 1] = [std::ptr::null()];
-            let t = from_glib(gst::ffi::gst_meta_api_type_register(
-                c"GstCacheNetMetaAPI".as_ptr(),
+            let t: glib::Type = from_glib(gst::ffi::gst_meta_api_type_register(
+                API_NAME.as_ptr(),
                 tags.as_mut_ptr(),
             ));
-            assert_ne!(t, glib::Type::INVALID);
+            assert_ne!(
+                t,
+                glib::Type::INVALID,
+                "GstCacheNetMetaAPI cannot be registered"
+            );
             t
         });
         *TYPE
@@ -100,18 +131,18 @@ mod imp {
         _buffer: *mut gst::ffi::GstBuffer,
     ) -> glib::ffi::gboolean {
         unsafe {
-            assert!(!params.is_null());
-            let meta = &mut *(meta as *mut CacheNetMeta);
-            let result = std::ptr::read(params as *const FrameResult);
-            std::ptr::write(&mut meta.result, result);
+            (*(meta as *mut CacheNetMeta)).structure = params as *mut gst::ffi::GstStructure;
         }
-        true.into_glib()
+        (!params.is_null()).into_glib()
     }
 
     unsafe extern "C" fn free(meta: *mut gst::ffi::GstMeta, _buffer: *mut gst::ffi::GstBuffer) {
         unsafe {
             let meta = &mut *(meta as *mut CacheNetMeta);
-            std::ptr::drop_in_place(&mut meta.result);
+            if !meta.structure.is_null() {
+                gst::ffi::gst_structure_free(meta.structure);
+                meta.structure = std::ptr::null_mut();
+            }
         }
     }
 
@@ -125,9 +156,11 @@ mod imp {
         unsafe {
             // The result describes the whole frame: it survives copies and scaling alike.
             let meta = &*(meta as *const CacheNetMeta);
-            super::CacheNetMeta::add(gst::BufferRef::from_mut_ptr(dest), meta.result.clone());
+            let copy = gst::ffi::gst_structure_copy(meta.structure);
+            !gst::ffi::gst_buffer_add_meta(dest, meta_get_info(), copy as glib::ffi::gpointer)
+                .is_null()
         }
-        true.into_glib()
+        .into_glib()
     }
 
     struct Info(std::ptr::NonNull<gst::ffi::GstMetaInfo>);
@@ -137,17 +170,33 @@ mod imp {
 
     pub(super) fn meta_get_info() -> *const gst::ffi::GstMetaInfo {
         static INFO: LazyLock<Info> = LazyLock::new(|| unsafe {
-            Info(
-                std::ptr::NonNull::new(gst::ffi::gst_meta_register(
-                    meta_api_get_type().into_glib(),
-                    c"GstCacheNetMeta".as_ptr(),
+            let api = meta_api_get_type();
+            let mut info = gst::ffi::gst_meta_get_info(META_NAME.as_ptr());
+            if info.is_null() {
+                info = gst::ffi::gst_meta_register(
+                    api.into_glib(),
+                    META_NAME.as_ptr(),
                     std::mem::size_of::<CacheNetMeta>(),
                     Some(init),
                     Some(free),
                     Some(transform),
-                ) as *mut gst::ffi::GstMetaInfo)
-                .expect("GstCacheNetMeta registered"),
-            )
+                );
+            }
+            let info = std::ptr::NonNull::new(info as *mut gst::ffi::GstMetaInfo)
+                .expect("GstCacheNetMeta registered");
+            // Another copy registered it: the layout is C (a header and one pointer) in
+            // every copy, which these check.
+            assert_eq!(
+                (*info.as_ptr()).api,
+                api.into_glib(),
+                "GstCacheNetMeta's API type"
+            );
+            assert_eq!(
+                (*info.as_ptr()).size,
+                std::mem::size_of::<CacheNetMeta>(),
+                "GstCacheNetMeta's size"
+            );
+            Info(info)
         });
         INFO.0.as_ptr()
     }
@@ -164,18 +213,28 @@ mod tests {
         let r = FrameResult {
             class_id: 3,
             label: "white".into(),
-            confidence: 0.9,
-            entropy: 0.1,
+            confidence: 0.5,
+            entropy: 0.25,
             source: Source::Edge,
             hit: false,
             submodel: 1,
             degraded: false,
         };
+        let want = Classification {
+            label: "white".into(),
+            class_id: 3,
+            confidence: 0.5,
+            entropy: 0.25,
+            source: "edge".into(),
+            hit: false,
+            submodel: 1,
+            degraded: false,
+        };
         let mut buf = gst::Buffer::with_size(8).unwrap();
-        CacheNetMeta::add(buf.get_mut().unwrap(), r.clone());
-        assert_eq!(buf.meta::<CacheNetMeta>().unwrap().result(), &r);
+        CacheNetMeta::add(buf.get_mut().unwrap(), &r);
+        assert_eq!(buf.meta::<CacheNetMeta>().unwrap().result(), want);
         let copy = buf.copy();
         drop(buf);
-        assert_eq!(copy.meta::<CacheNetMeta>().unwrap().result(), &r);
+        assert_eq!(copy.meta::<CacheNetMeta>().unwrap().result(), want);
     }
 }

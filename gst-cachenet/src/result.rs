@@ -15,6 +15,20 @@ pub const RESULT_STRUCTURE: &str = "cachenet/classification";
 /// Name of the per-frame element message.
 pub const RESULT_MESSAGE: &str = "cachenet-result";
 
+/// The `cachenet/classification` fields of `r` (ROI param, bus message and `CacheNetMeta`
+/// alike), in a structure named `name`.
+pub(crate) fn fields(name: &str, r: &crate::runtime::FrameResult) -> gst::structure::Builder {
+    gst::Structure::builder(name)
+        .field("label", r.label.as_str())
+        .field("class-id", r.class_id)
+        .field("confidence", r.confidence as f64)
+        .field("entropy", r.entropy as f64)
+        .field("source", r.source.as_str())
+        .field("hit", r.hit)
+        .field("submodel", r.submodel)
+        .field("degraded", r.degraded)
+}
+
 /// One frame's classification, as attached by `cachenetclassify`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {

@@ -16,7 +16,7 @@ use super::{Mode, Offload};
 use crate::edge::EdgeClient;
 use crate::frame::{FORMATS, Planes, Preprocessor};
 use crate::result::{RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
-use crate::runtime::{self, FrameResult, Runtime, Stats, SwapEvent};
+use crate::runtime::{self, Runtime, Stats, SwapEvent};
 use crate::store::Store;
 use crate::worker::Generation;
 use crate::worker::SwapTimings;
@@ -146,18 +146,6 @@ fn swap_message(e: &SwapEvent) -> gst::Structure {
         .field("fetched", e.fetched)
         .field("bytes", e.bytes);
     swap_fields(b, "", &e.timings, e.wait_us).build()
-}
-
-fn result_fields(name: &str, r: &FrameResult) -> gst::structure::Builder {
-    gst::Structure::builder(name)
-        .field("label", r.label.as_str())
-        .field("class-id", r.class_id)
-        .field("confidence", r.confidence as f64)
-        .field("entropy", r.entropy as f64)
-        .field("source", r.source.as_str())
-        .field("hit", r.hit)
-        .field("submodel", r.submodel)
-        .field("degraded", r.degraded)
 }
 
 impl ObjectImpl for CacheNetClassify {
@@ -670,9 +658,9 @@ impl CacheNetClassify {
         {
             let mut roi =
                 gst_video::VideoRegionOfInterestMeta::add(buf, ROI_TYPE, (0, 0, width, height));
-            roi.add_param(result_fields(RESULT_STRUCTURE, &result).build());
+            roi.add_param(crate::result::fields(RESULT_STRUCTURE, &result).build());
         }
-        crate::meta::CacheNetMeta::add(buf, result.clone());
+        crate::meta::CacheNetMeta::add(buf, &result);
         #[cfg(feature = "analytics")]
         if let Err(e) = crate::analytics::attach(buf, &result) {
             gst::warning!(
@@ -700,7 +688,7 @@ impl CacheNetClassify {
                         .build(),
                 );
             }
-            let s = result_fields(RESULT_MESSAGE, &result)
+            let s = crate::result::fields(RESULT_MESSAGE, &result)
                 .field("latency-us", started.elapsed().as_micros() as u64)
                 .field("inference-us", inference_us)
                 .field("pts", pts.map_or(u64::MAX, |p| p.nseconds()))
