@@ -431,3 +431,94 @@ pub fn swap_worker(remote: Remote, generation: Generation) -> SwapWorker {
         (id, remote.fetch(id, &g, at))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doubler(g: &Generation, busy: &Arc<AtomicUsize>) -> Worker<u32, u32> {
+        Worker::spawn("test", g.clone(), 4, Some(busy.clone()), |j: u32, _| {
+            assert_ne!(j, 13, "job 13 kills the worker thread");
+            j * 2
+        })
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    /// A worker thread that dies (a panic in a job) is noticed by `wait` and by `try_next`,
+    /// reported once, restarted, and later jobs run again; its busy count does not leak.
+    #[test]
+    fn a_dead_worker_thread_is_restarted_with_a_warning() {
+        let (g, busy) = (Generation::default(), Arc::new(AtomicUsize::new(0)));
+        let mut w = doubler(&g, &busy);
+        assert!(w.submit(1).unwrap());
+        assert_eq!(w.wait(soon()).unwrap(), Some(2));
+        // Found by wait.
+        assert!(w.submit(13).unwrap());
+        let e = w.wait(soon()).unwrap_err();
+        assert!(e.contains("test worker") && e.contains("restarted"), "{e}");
+        assert_eq!(
+            (busy.load(Ordering::Acquire), w.pending),
+            (0, 0),
+            "reset by the restart"
+        );
+        assert!(w.submit(2).unwrap());
+        assert_eq!(w.wait(soon()).unwrap(), Some(4));
+        // Found by try_next.
+        assert!(w.submit(13).unwrap());
+        let deadline = soon();
+        let e = loop {
+            match w.try_next() {
+                Ok(None) => {
+                    assert!(Instant::now() < deadline, "the death was never noticed");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Some(v)) => panic!("an answer {v} from a dead thread"),
+                Err(e) => break e,
+            }
+        };
+        assert!(e.contains("restarted"), "{e}");
+        assert!(w.submit(3).unwrap());
+        assert_eq!(w.wait(soon()).unwrap(), Some(6));
+        // The thread counts a job finished just after sending its answer (so that a zero count
+        // means every answer is readable): the count reaches 0 right after.
+        let deadline = soon();
+        while busy.load(Ordering::Acquire) != 0 {
+            assert!(Instant::now() < deadline, "the busy count leaked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Jobs and answers of an earlier generation (before a flush) are dropped; a wait is cut
+    /// short by the flush.
+    #[test]
+    fn a_flush_drops_earlier_jobs_and_answers() {
+        let (g, busy) = (Generation::default(), Arc::new(AtomicUsize::new(0)));
+        let mut w = doubler(&g, &busy);
+        assert!(w.submit(5).unwrap());
+        std::thread::sleep(Duration::from_millis(50)); // answered, not read yet
+        g.bump();
+        assert_eq!(
+            w.try_next().unwrap(),
+            None,
+            "the answer from before the flush is dropped"
+        );
+        assert!(w.submit(6).unwrap());
+        assert_eq!(w.wait(soon()).unwrap(), Some(12));
+        let g2 = g.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            g2.bump();
+        });
+        let started = Instant::now();
+        assert_eq!(
+            w.wait(soon()).unwrap(),
+            None,
+            "nothing asked: the flush ends the wait"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
+    }
+}
