@@ -172,6 +172,12 @@ impl AppState {
     }
 }
 
+/// Answer one `InferRequest` body for `set` as `POST /v1/models/{set}/infer` does (decode,
+/// checks, image decoding, full model and selector), without HTTP: for embedding and fuzzing.
+pub fn infer_request(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse, ApiError> {
+    infer::infer(set, body)
+}
+
 /// The HTTP routes.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
