@@ -84,6 +84,8 @@ struct Inner {
     ready: AtomicBool,
     uploads: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
+    /// Capacities of `uploads` and `admitted` (for the gauges).
+    slots: (usize, usize),
     workers: Arc<Semaphore>,
     metrics: Metrics,
 }
@@ -110,9 +112,11 @@ impl AppState {
     /// [`AppState::set_models`]).
     pub fn new(config: Config) -> AppState {
         let workers = config.workers.max(1);
+        let slots = (config.uploads.max(1), workers + config.queue);
         AppState(Arc::new(Inner {
-            uploads: Arc::new(Semaphore::new(config.uploads.max(1))),
-            admitted: Arc::new(Semaphore::new(workers + config.queue)),
+            uploads: Arc::new(Semaphore::new(slots.0)),
+            admitted: Arc::new(Semaphore::new(slots.1)),
+            slots,
             workers: Arc::new(Semaphore::new(workers)),
             config,
             sets: OnceLock::new(),
@@ -144,18 +148,18 @@ impl AppState {
 
     /// Request bodies being received, and inference requests admitted (computing or queued).
     fn gauges(&self) -> [(&'static str, &'static str, usize); 2] {
-        let c = &self.0.config;
+        let (uploads, admitted) = self.0.slots;
         let used = |s: &Semaphore, n: usize| n.saturating_sub(s.available_permits());
         [
             (
                 "cachenet_uploads_in_progress",
                 "Request bodies being received.",
-                used(&self.0.uploads, c.uploads.max(1)),
+                used(&self.0.uploads, uploads),
             ),
             (
                 "cachenet_inferences_admitted",
                 "Inference requests computing or waiting for a worker.",
-                used(&self.0.admitted, c.workers.max(1) + c.queue),
+                used(&self.0.admitted, admitted),
             ),
         ]
     }

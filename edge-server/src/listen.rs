@@ -201,7 +201,7 @@ impl axum::serve::Listener for Plain {
 pub struct Tls {
     addr: SocketAddr,
     ready: mpsc::Receiver<(Idle<tokio_rustls::server::TlsStream<TcpStream>>, SocketAddr)>,
-    _accepting: tokio::task::JoinHandle<()>,
+    accepting: tokio::task::JoinHandle<()>,
 }
 
 impl Tls {
@@ -229,14 +229,14 @@ impl Tls {
         Ok(Tls {
             addr,
             ready,
-            _accepting: accepting,
+            accepting,
         })
     }
 }
 
 impl Drop for Tls {
     fn drop(&mut self) {
-        self._accepting.abort();
+        self.accepting.abort();
     }
 }
 

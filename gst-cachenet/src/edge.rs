@@ -13,6 +13,8 @@ const MAX_SMALL_BODY: u64 = 4 << 20;
 #[derive(Debug, Clone)]
 pub struct EdgeClient {
     base: String,
+    /// The host of `base` (for the clear-text warning).
+    host: String,
     set: String,
     token: Option<String>,
     agent: ureq::Agent,
@@ -87,6 +89,12 @@ impl From<String> for EdgeError {
     }
 }
 
+impl From<&str> for EdgeError {
+    fn from(message: &str) -> EdgeError {
+        EdgeError::from(message.to_string())
+    }
+}
+
 impl From<EdgeError> for String {
     fn from(e: EdgeError) -> String {
         e.message
@@ -130,7 +138,7 @@ impl EdgeClient {
         timeout: Duration,
         ca_file: Option<&Path>,
     ) -> Result<EdgeClient, String> {
-        let (base, _) = parse_edge_url(url)?;
+        let (base, host) = parse_edge_url(url)?;
         if !is_safe_name(set) {
             return Err(format!("model-set {set:?} must be letters, digits, - _ ."));
         }
@@ -146,6 +154,7 @@ impl EdgeClient {
             .into();
         Ok(EdgeClient {
             base,
+            host,
             set: set.to_string(),
             token,
             agent,
@@ -154,8 +163,7 @@ impl EdgeClient {
 
     /// A warning when the token would cross the network in clear: `http://` to another host.
     pub fn clear_text_warning(&self) -> Option<String> {
-        let (_, host) = parse_edge_url(&self.base).ok()?;
-        (self.token.is_some() && self.base.starts_with("http://") && !is_loopback(&host)).then(
+        (self.token.is_some() && self.base.starts_with("http://") && !is_loopback(&self.host)).then(
             || {
                 format!(
                     "the token goes to {} unencrypted: use an https:// edge-url (and ca-file for a \

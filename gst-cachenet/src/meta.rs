@@ -40,7 +40,19 @@ impl CacheNetMeta {
         buffer: &'a mut gst::BufferRef,
         result: &FrameResult,
     ) -> gst::MetaRefMut<'a, Self, gst::meta::Standalone> {
-        let s = crate::result::fields(RESULT_STRUCTURE, result).build();
+        Self::add_structure(
+            buffer,
+            crate::result::fields(RESULT_STRUCTURE, result).build(),
+        )
+    }
+
+    /// Attach an already built `cachenet/classification` structure (the element builds it
+    /// once per frame for the ROI param, this meta and the bus message).
+    pub(crate) fn add_structure(
+        buffer: &mut gst::BufferRef,
+        s: gst::Structure,
+    ) -> gst::MetaRefMut<'_, Self, gst::meta::Standalone> {
+        debug_assert_eq!(s.name(), RESULT_STRUCTURE);
         unsafe { imp::add(buffer, s) }
     }
 

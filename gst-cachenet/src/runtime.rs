@@ -756,10 +756,10 @@ impl Runtime {
             Ok(None) if self.generation.current() != at => {
                 return Self::degraded(local, self.none_result());
             }
-            Ok(None) => Err(EdgeError::from("no answer within timeout-ms".to_string())),
+            Ok(None) => Err(EdgeError::from("no answer within timeout-ms")),
             Err(warning) => {
                 self.warnings.push(warning);
-                Err(EdgeError::from("the offload worker stopped".to_string()))
+                Err(EdgeError::from("the offload worker stopped"))
             }
         };
         match outcome {

@@ -123,7 +123,7 @@ impl Remote {
         if response.probabilities.len() != self.manifest.labels.len()
             || !response.probabilities.iter().all(|p| p.is_finite())
         {
-            return Err(String::from("edge answered malformed probabilities").into());
+            return Err("edge answered malformed probabilities".into());
         }
         let id = response.submodel_id;
         let spec = self

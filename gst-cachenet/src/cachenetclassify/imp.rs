@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use cachenet_core::manifest::Manifest;
 use cachenet_core::modelset::{ModelSet, load_classifier};
 use gst::glib;
 use gst::prelude::*;
@@ -359,6 +360,45 @@ fn check_pin(pin: Option<&str>, bytes: &[u8], source: &str) -> Result<(), String
 }
 
 impl CacheNetClassify {
+    /// The manifest from the edge (saved to cache-dir), else the one cached in cache-dir;
+    /// either must match the `manifest-sha256` pin when one is set.
+    fn edge_manifest(
+        &self,
+        edge: &EdgeClient,
+        store: Option<&Store>,
+        pin: Option<&str>,
+        set: &str,
+    ) -> Result<Manifest, gst::ErrorMessage> {
+        let err = match edge.manifest() {
+            Ok((m, bytes)) => match check_pin(pin, &bytes, "edge-url") {
+                Ok(()) => {
+                    if let Some(Err(e)) = store.map(|st| st.save_manifest(&bytes)) {
+                        gst::warning!(CAT, imp = self, "{e}");
+                    }
+                    return Ok(m);
+                }
+                Err(e) => e,
+            },
+            Err(e) => e.into(),
+        };
+        match store
+            .and_then(Store::load_manifest)
+            .filter(|(_, bytes)| check_pin(pin, bytes, "cache-dir").is_ok())
+        {
+            Some((m, _)) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Read,
+                    ("edge-url: {err}; using the manifest cached in cache-dir")
+                );
+                Ok(m)
+            }
+            None => Err(settings_error(format!(
+                "edge-url: cannot get the manifest of model set {set:?}: {err}"
+            ))),
+        }
+    }
+
     fn build_state(&self, s: &Settings) -> Result<State, gst::ErrorMessage> {
         let timeout = Duration::from_millis(s.timeout_ms as u64);
         let pin = s.manifest_sha256.as_deref();
@@ -416,43 +456,7 @@ impl CacheNetClassify {
         };
         let manifest = match (&local, &edge) {
             (Some(l), _) => l.manifest.clone(),
-            (None, Some(e)) => {
-                let fetched = e
-                    .manifest()
-                    .map_err(String::from)
-                    .and_then(|(m, bytes)| check_pin(pin, &bytes, "edge-url").map(|()| (m, bytes)));
-                match fetched {
-                    Ok((m, bytes)) => {
-                        if let Some(st) = &store
-                            && let Err(err) = st.save_manifest(&bytes)
-                        {
-                            gst::warning!(CAT, imp = self, "{err}");
-                        }
-                        m
-                    }
-                    Err(err) => {
-                        let cached = store
-                            .as_ref()
-                            .and_then(Store::load_manifest)
-                            .filter(|(_, bytes)| check_pin(pin, bytes, "cache-dir").is_ok());
-                        match cached {
-                            Some((m, _)) => {
-                                gst::element_imp_warning!(
-                                    self,
-                                    gst::ResourceError::Read,
-                                    ("edge-url: {err}; using the manifest cached in cache-dir")
-                                );
-                                m
-                            }
-                            None => {
-                                return Err(settings_error(format!(
-                                    "edge-url: cannot get the manifest of model set {set:?}: {err}"
-                                )));
-                            }
-                        }
-                    }
-                }
-            }
+            (None, Some(e)) => self.edge_manifest(e, store.as_ref(), pin, &set)?,
             (None, None) => unreachable!("checked above"),
         };
         // Warm start: submodels persisted in cache-dir (most recent first), else submodel 0
@@ -655,12 +659,15 @@ impl CacheNetClassify {
         *self.stats.lock().unwrap() = stats;
 
         let pts = buf.pts();
+        // The result's fields are built once per frame: the ROI param, the meta and the bus
+        // message carry copies.
+        let fields = crate::result::fields(RESULT_STRUCTURE, &result).build();
         {
             let mut roi =
                 gst_video::VideoRegionOfInterestMeta::add(buf, ROI_TYPE, (0, 0, width, height));
-            roi.add_param(crate::result::fields(RESULT_STRUCTURE, &result).build());
+            roi.add_param(fields.clone());
         }
-        crate::meta::CacheNetMeta::add(buf, &result);
+        crate::meta::CacheNetMeta::add_structure(buf, fields.clone());
         #[cfg(feature = "analytics")]
         if let Err(e) = crate::analytics::attach(buf, &result) {
             gst::warning!(
@@ -688,12 +695,12 @@ impl CacheNetClassify {
                         .build(),
                 );
             }
-            let s = crate::result::fields(RESULT_MESSAGE, &result)
-                .field("latency-us", started.elapsed().as_micros() as u64)
-                .field("inference-us", inference_us)
-                .field("pts", pts.map_or(u64::MAX, |p| p.nseconds()))
-                .field("frame", frame_no)
-                .build();
+            let mut s = fields;
+            s.set_name(RESULT_MESSAGE);
+            s.set("latency-us", started.elapsed().as_micros() as u64);
+            s.set("inference-us", inference_us);
+            s.set("pts", pts.map_or(u64::MAX, |p| p.nseconds()));
+            s.set("frame", frame_no);
             let _ = self
                 .obj()
                 .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
