@@ -40,7 +40,8 @@ def cmd_fit(a):
                        batch=a.batch, limit=a.limit, test_limit=a.test_limit, seed=a.seed, threads=a.threads,
                        bf16=not a.fp32, tau=a.tau, gamma=a.gamma, selector=a.selector, ablation=not a.no_ablation,
                        full_widths=tuple(a.full_widths), full_blocks=a.full_blocks, sub_widths=tuple(a.sub_widths),
-                       lr=a.lr, epochs_class=a.epochs_class, kd_weight=a.kd, kd_temp=a.kd_temp)
+                       lr=a.lr, epochs_class=a.epochs_class, kd_weight=a.kd, kd_temp=a.kd_temp, dz=a.dz,
+                       group_cap=a.group_cap)
     r = train.fit(cfg, tr, te, a.out)
     if a.train_only:
         logging.info("trained; --train-only: no export")
@@ -62,6 +63,13 @@ def cmd_fit(a):
                          full_accuracy=float((cam_ev["full_pred"] == cam_ev["y"]).mean()))
         logging.info("%s selector: %s; camera %s", n, {k2: variants[n][k2] for k2 in ("threshold", "grouped")},
                      camera[n])
+    if a.eval_only:
+        import json
+        with open(os.path.join(a.out, "eval.json"), "w") as f:
+            json.dump({"config": {k2: v for k2, v in vars(a).items() if not callable(v)}, "variants": variants,
+                       "camera": camera, "groups": r.get("groups")}, f, indent=1)
+        logging.info("--eval-only: wrote %s", os.path.join(a.out, "eval.json"))
+        return
     chosen = a.selector
     threshold = a.threshold if a.threshold else variants[chosen]["threshold"]
     samples = test.x[:8].cpu().float().numpy()
@@ -150,6 +158,11 @@ def main(argv=None):
                    help="class selector: weight of distillation from the full model into the submodels")
     f.add_argument("--kd-temp", type=float, default=2.0)
     f.add_argument("--train-only", action="store_true", help="stop after training (checkpoints only)")
+    f.add_argument("--eval-only", action="store_true",
+                   help="train and evaluate (eval.json: sweeps, partitions, camera replay), no export")
+    f.add_argument("--dz", type=int, default=32, help="S-InfoVAE stage-1 latent size")
+    f.add_argument("--group-cap", type=int, default=0,
+                   help="class selector: most classes per sector group (0: ceil(2N/K))")
     f.set_defaults(fn=cmd_fit)
     f = sub.add_parser("replay", help="write a replay sequence as PNG frames + labels.csv")
     f.add_argument("--dataset", default="fashion-mnist")

@@ -50,7 +50,8 @@ class Config:
     kd_weight: float = 0.0         # class selector: distillation from the full model (0: labels only)
     kd_temp: float = 2.0
     channels_last: bool = True
-    dz: int = 32
+    dz: int = 32                # S-InfoVAE stage-1 latent
+    group_cap: int = 0          # class selector: most classes in one sector's group (0: ceil(2N/K))
     seed: int = 0
     limit: int = 0              # use only this many training images (smoke runs)
     test_limit: int = 0
@@ -368,7 +369,7 @@ def class_groups(cfg: Config, full, train: Tensors, classes: int, held_out: int 
         conf[t, p] += 1
     sym = conf + conf.T
     groups = [[c] for c in range(classes)]
-    cap = -(-2 * classes // cfg.k)
+    cap = cfg.group_cap or -(-2 * classes // cfg.k)
     while len(groups) > cfg.k:
         best = None
         for i in range(len(groups)):
