@@ -62,6 +62,68 @@ pub struct Planes<'a> {
     pub stride: [usize; 3],
 }
 
+/// A rectangle of a frame, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rect {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+}
+
+impl<'a> Planes<'a> {
+    /// The planes of the crop `r` of a frame of `format` (no copy: the slices start at the
+    /// crop's first pixel and keep the frame's strides). `r` must lie inside the frame and, for
+    /// 4:2:0 formats, start on even coordinates (see [`crop_rect`]).
+    pub fn crop(&self, format: VideoFormat, r: Rect) -> Planes<'a> {
+        let mut out = *self;
+        match layout(format) {
+            Some(Layout::Packed { bpp, .. }) => {
+                out.data[0] = &self.data[0][r.y * self.stride[0] + r.x * bpp..];
+            }
+            Some(Layout::Gray) | None => {
+                out.data[0] = &self.data[0][r.y * self.stride[0] + r.x..];
+            }
+            Some(Layout::Yuv420 { interleaved }) => {
+                out.data[0] = &self.data[0][r.y * self.stride[0] + r.x..];
+                let (cx, cy) = (r.x / 2, r.y / 2);
+                if interleaved {
+                    out.data[1] = &self.data[1][cy * self.stride[1] + 2 * cx..];
+                } else {
+                    out.data[1] = &self.data[1][cy * self.stride[1] + cx..];
+                    out.data[2] = &self.data[2][cy * self.stride[2] + cx..];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The part of the region (x, y, w, h) that lies inside a `width` x `height` frame, its
+/// origin rounded down to even coordinates for 4:2:0 formats (chroma is shared by 2x2
+/// pixels); None when nothing of it is inside.
+pub fn crop_rect(
+    format: VideoFormat,
+    (x, y, w, h): (u32, u32, u32, u32),
+    width: u32,
+    height: u32,
+) -> Option<Rect> {
+    let x0 = x.min(width);
+    let y0 = y.min(height);
+    let x1 = x.saturating_add(w).min(width);
+    let y1 = y.saturating_add(h).min(height);
+    let (x0, y0) = match layout(format) {
+        Some(Layout::Yuv420 { .. }) => (x0 & !1, y0 & !1),
+        _ => (x0, y0),
+    };
+    (x1 > x0 && y1 > y0).then(|| Rect {
+        x: x0 as usize,
+        y: y0 as usize,
+        w: (x1 - x0) as usize,
+        h: (y1 - y0) as usize,
+    })
+}
+
 #[inline]
 fn clamp(v: i32) -> u8 {
     v.clamp(0, 255) as u8

@@ -9,6 +9,7 @@ mod cachenetclassify;
 pub mod edge;
 pub mod frame;
 pub mod meta;
+pub mod objects;
 pub mod result;
 pub mod runtime;
 pub mod store;

@@ -231,6 +231,9 @@ mod tests {
             hit: false,
             submodel: 1,
             degraded: false,
+            deferred: false,
+            reused: true,
+            probabilities: vec![0.1, 0.1, 0.3, 0.5],
         };
         let want = Classification {
             label: "white".into(),
@@ -241,6 +244,10 @@ mod tests {
             hit: false,
             submodel: 1,
             degraded: false,
+            deferred: false,
+            reused: true,
+            unique_id: 0,
+            object_id: None,
         };
         let mut buf = gst::Buffer::with_size(8).unwrap();
         CacheNetMeta::add(buf.get_mut().unwrap(), &r);

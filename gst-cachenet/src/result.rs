@@ -27,6 +27,8 @@ pub(crate) fn fields(name: &str, r: &crate::runtime::FrameResult) -> gst::struct
         .field("hit", r.hit)
         .field("submodel", r.submodel)
         .field("degraded", r.degraded)
+        .field("deferred", r.deferred)
+        .field("reused", r.reused)
 }
 
 /// One frame's classification, as attached by `cachenetclassify`.
@@ -42,6 +44,14 @@ pub struct Classification {
     pub hit: bool,
     pub submodel: i32,
     pub degraded: bool,
+    /// A miss kept local because the frame's offload budget was spent.
+    pub deferred: bool,
+    /// The object's last result again, without a model run (`interval`, a late frame).
+    pub reused: bool,
+    /// The element's `unique-id`.
+    pub unique_id: u32,
+    /// The tracked object (regions=roi), None for a whole frame.
+    pub object_id: Option<u64>,
 }
 
 impl Classification {
@@ -56,7 +66,26 @@ impl Classification {
             hit: s.get("hit").ok()?,
             submodel: s.get("submodel").ok()?,
             degraded: s.get("degraded").ok()?,
+            deferred: s.get("deferred").unwrap_or(false),
+            reused: s.get("reused").unwrap_or(false),
+            unique_id: s.get("unique-id").unwrap_or(0),
+            object_id: s.get("object-id").ok(),
         })
+    }
+
+    /// The classifications of the regions of interest of `buffer` (regions=roi): each region's
+    /// type and rectangle (x, y, width, height) with its result.
+    pub fn regions(buffer: &gst::BufferRef) -> Vec<(String, (u32, u32, u32, u32), Classification)> {
+        buffer
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .filter(|m| m.roi_type() != ROI_TYPE)
+            .filter_map(|m| {
+                let c = m
+                    .param(RESULT_STRUCTURE)
+                    .and_then(Classification::from_structure)?;
+                Some((m.roi_type().to_string(), m.rect(), c))
+            })
+            .collect()
     }
 
     /// The classification attached to `buffer`, if the element saw it.

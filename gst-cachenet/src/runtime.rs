@@ -6,6 +6,10 @@
 //! worker (a `sync` miss waits for the answer, bounded by `timeout-ms` and cut short by a
 //! flush; an `async` miss does not wait); fetching, verifying, storing and compiling a submodel
 //! run on the swap worker, and a compiled submodel becomes active at the next frame boundary.
+//!
+//! Each tracked object (the whole frame, or a region with `regions=roi`) keeps its own active
+//! submodel, chosen from one shared LRU cache; an object not seen for `track_timeout` frames is
+//! forgotten.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -75,6 +79,31 @@ pub struct FrameResult {
     pub submodel: i32,
     /// The edge was needed but could not answer: the local result stands in.
     pub degraded: bool,
+    /// A miss that was not offloaded because the frame's offload budget (`max-offloads`) was
+    /// spent on other objects: the local result stands in.
+    pub deferred: bool,
+    /// The object's last result again, without a model run (`interval`, or a late frame).
+    pub reused: bool,
+    /// Class probabilities of the model that answered (empty when nothing did).
+    pub probabilities: Vec<f32>,
+}
+
+/// The key of a tracked object. The whole frame is [`FRAME_OBJECT`].
+pub type ObjectKey = u64;
+/// The object that is the whole frame (`regions=frame`).
+pub const FRAME_OBJECT: ObjectKey = u64::MAX;
+
+/// Per-object state: what the object's frames are classified with.
+#[derive(Debug, Clone, Default)]
+struct Track {
+    active: Option<u32>,
+    /// The submodel the edge selected for this object, until it is active.
+    wanted: Option<u32>,
+    /// The frame (of `end_frame`'s count) the object was last seen on.
+    last_seen: u64,
+    last: Option<FrameResult>,
+    /// Frames since the last model run for this object.
+    since: u32,
 }
 
 /// Counters exposed by the `stats` property.
@@ -103,6 +132,14 @@ pub struct Stats {
     /// Sum over fetches of the time from the miss that asked for the submodel to the frame
     /// boundary where it became usable.
     pub swap_wait_us: u64,
+    /// Objects tracked now (1 for the whole frame).
+    pub objects: u64,
+    /// Objects forgotten after `track_timeout` frames unseen.
+    pub objects_dropped: u64,
+    /// Misses not offloaded because the frame's offload budget was spent.
+    pub deferred: u64,
+    /// Results reused without a model run (`interval`, late frames).
+    pub reused: u64,
 }
 
 impl Stats {
@@ -127,6 +164,26 @@ pub struct Config {
     pub keep_compiled: bool,
     /// Longest wait of a `sync` miss for the edge.
     pub timeout: Duration,
+    /// Classify an object on every `interval`-th of its frames, reuse its result in between.
+    pub interval: u32,
+    /// Forget an object not seen for this many frames.
+    pub track_timeout: u64,
+}
+
+impl Config {
+    /// A configuration with the defaults of the element's other properties.
+    pub fn new(mode: Mode, offload: Offload, threshold: f32, cache_size: usize) -> Config {
+        Config {
+            mode,
+            offload,
+            threshold,
+            cache_size,
+            keep_compiled: true,
+            timeout: Duration::from_secs(1),
+            interval: 1,
+            track_timeout: 30,
+        }
+    }
 }
 
 /// Exponential back-off after edge failures: 250 ms doubling to 10 s, reset on success.
@@ -170,9 +227,16 @@ pub struct Runtime {
     cache: SubmodelCache<Session>,
     /// Compiled plans of every submodel seen (when keep_compiled).
     plans: HashMap<u32, Model>,
+    /// The current object's active submodel and wanted one (the rest of its state, and every
+    /// other object's, is in `tracks`).
     active: Option<u32>,
-    /// The submodel the edge selected last, until it is active.
     wanted: Option<u32>,
+    current: Option<ObjectKey>,
+    tracks: HashMap<ObjectKey, Track>,
+    /// Frames seen (`end_frame`).
+    frame: u64,
+    /// Async requests in flight: request id -> the object that asked.
+    asked_by: HashMap<String, ObjectKey>,
     /// Fetches asked of the swap worker: id -> when.
     fetching: HashMap<u32, Instant>,
     failed_fetch: HashSet<u32>,
@@ -260,6 +324,10 @@ impl Runtime {
             plans,
             active,
             wanted: None,
+            current: Some(FRAME_OBJECT),
+            tracks: HashMap::from([(FRAME_OBJECT, Track::default())]),
+            frame: 0,
+            asked_by: HashMap::new(),
             fetching: HashMap::new(),
             failed_fetch: HashSet::new(),
             remote,
@@ -286,6 +354,7 @@ impl Runtime {
     pub fn stats(&self) -> Stats {
         Stats {
             active_submodel: self.active.map_or(-1, |a| a as i32),
+            objects: self.tracks.len() as u64,
             ..self.stats.clone()
         }
     }
@@ -339,6 +408,68 @@ impl Runtime {
     pub fn flushed(&mut self) {
         self.fetching.clear();
         self.wanted = None;
+        self.asked_by.clear();
+        for t in self.tracks.values_mut() {
+            t.wanted = None;
+        }
+    }
+
+    /// Save the current object's state into `tracks`.
+    fn park(&mut self) {
+        if let Some(key) = self.current.take() {
+            let t = self.tracks.entry(key).or_default();
+            t.active = self.active;
+            t.wanted = self.wanted;
+        }
+    }
+
+    /// Make `key` the current object (a new one starts with the most recently used submodel).
+    fn enter(&mut self, key: ObjectKey) {
+        if self.current == Some(key) {
+            return;
+        }
+        self.park();
+        let mru = self.cache.ids_mru().first().copied();
+        let frame = self.frame;
+        let t = self.tracks.entry(key).or_insert_with(|| Track {
+            active: mru,
+            last_seen: frame,
+            ..Track::default()
+        });
+        self.active = t.active;
+        self.wanted = t.wanted;
+        self.current = Some(key);
+    }
+
+    /// The end of a video frame: objects not seen for `track_timeout` frames are forgotten.
+    pub fn end_frame(&mut self) {
+        self.park();
+        self.frame += 1;
+        let (frame, timeout) = (self.frame, self.config.track_timeout.max(1));
+        let before = self.tracks.len();
+        self.tracks
+            .retain(|&k, t| k == FRAME_OBJECT || frame - t.last_seen <= timeout);
+        self.stats.objects_dropped += (before - self.tracks.len()) as u64;
+        self.enter(FRAME_OBJECT);
+    }
+
+    /// The object's last result, marked reused, when this frame need not run a model for it:
+    /// within `interval` of its last run, or `late` (the sink reported lateness). None when the
+    /// object has no result yet or is due.
+    pub fn reuse(&mut self, key: ObjectKey, late: bool) -> Option<FrameResult> {
+        let interval = self.config.interval.max(1);
+        let frame = self.frame;
+        let t = self.tracks.get_mut(&key)?;
+        let last = t.last.as_ref()?;
+        if !late && t.since + 1 >= interval {
+            return None;
+        }
+        let mut r = last.clone();
+        r.reused = true;
+        t.since += 1;
+        t.last_seen = frame;
+        self.stats.reused += 1;
+        Some(r)
     }
 
     fn result(
@@ -362,6 +493,9 @@ impl Runtime {
             hit,
             submodel: submodel.map_or(-1, |s| s as i32),
             degraded: false,
+            deferred: false,
+            reused: false,
+            probabilities: c.probabilities.clone(),
         }
     }
 
@@ -375,6 +509,9 @@ impl Runtime {
             hit: false,
             submodel: -1,
             degraded: true,
+            deferred: false,
+            reused: false,
+            probabilities: Vec::new(),
         }
     }
 
@@ -483,13 +620,22 @@ impl Runtime {
                 None => Ok(None),
             };
             match next {
-                Ok(Some((_, r))) => {
+                Ok(Some((rid, r))) => {
                     let asked = Instant::now();
+                    let key = self.asked_by.remove(&rid);
                     match r {
                         Ok(o) => {
                             self.account(&o);
                             self.edge_ok();
-                            self.want(o.response.submodel_id, asked);
+                            // The object that asked, if it is still tracked.
+                            if let Some(key) = key.filter(|k| self.tracks.contains_key(k)) {
+                                let back = self.current;
+                                self.enter(key);
+                                self.want(o.response.submodel_id, asked);
+                                if let Some(b) = back {
+                                    self.enter(b);
+                                }
+                            }
                         }
                         Err(e) => self.edge_failed(e),
                     }
@@ -523,7 +669,14 @@ impl Runtime {
                     bytes: f.traffic.down,
                     wait_us,
                 });
-                if self.wanted != Some(id) {
+                let current = self.current;
+                let others: Vec<ObjectKey> = self
+                    .tracks
+                    .iter()
+                    .filter(|(k, t)| Some(**k) != current && t.wanted == Some(id))
+                    .map(|(k, _)| *k)
+                    .collect();
+                if self.wanted != Some(id) && others.is_empty() {
                     // The edge has selected another submodel since: keep the compiled plan
                     // for later, but do not evict a cached submodel for it.
                     if self.config.keep_compiled {
@@ -535,11 +688,24 @@ impl Runtime {
                     self.warnings.push(format!("submodel {id}: {e}"));
                     return;
                 }
-                self.set_active(id);
+                if self.wanted == Some(id) {
+                    self.set_active(id);
+                }
+                for k in others {
+                    let t = self.tracks.get_mut(&k).expect("listed above");
+                    t.active = Some(id);
+                    t.wanted = None;
+                    self.stats.swaps += 1;
+                }
             }
             Err(e) => {
                 if self.wanted == Some(id) {
                     self.wanted = None;
+                }
+                for t in self.tracks.values_mut() {
+                    if t.wanted == Some(id) {
+                        t.wanted = None;
+                    }
                 }
                 self.stats.offload_failures += 1;
                 if self.failed_fetch.insert(id) {
@@ -608,8 +774,48 @@ impl Runtime {
         r
     }
 
-    /// Classify one frame given as HWC u8 pixels at the model's input size.
+    /// One run of the model a frame runs first (the full model in device mode, else the active
+    /// submodel) on a blank input, outside the counters: how long a frame takes at least.
+    pub fn warm_up(&mut self) -> Duration {
+        self.tensor.fill(0.0);
+        let t = Instant::now();
+        let r = match self.config.mode {
+            Mode::Device => self
+                .full
+                .as_mut()
+                .map(|f| f.run_into(&self.tensor, &mut self.logits)),
+            _ => self
+                .active
+                .and_then(|a| self.cache.get_mut(a))
+                .map(|m| m.run_into(&self.tensor, &mut self.logits)),
+        };
+        let took = t.elapsed();
+        if let Some(Err(e)) = r {
+            self.warnings.push(format!("warm-up run: {e}"));
+        }
+        took
+    }
+
+    /// Classify one frame given as HWC u8 pixels at the model's input size (the whole frame is
+    /// one object; the caller ends the frame with [`Runtime::end_frame`]).
     pub fn process(&mut self, hwc: &[u8]) -> FrameResult {
+        self.process_object(FRAME_OBJECT, hwc, true)
+    }
+
+    /// Classify one object's pixels (HWC u8 at the model's input size) with the object's own
+    /// active submodel. `may_offload`: whether a miss may go to the edge (false once the
+    /// frame's offload budget is spent: the local result comes back marked `deferred`).
+    pub fn process_object(&mut self, key: ObjectKey, hwc: &[u8], may_offload: bool) -> FrameResult {
+        self.enter(key);
+        let r = self.classify(hwc, may_offload);
+        let t = self.tracks.get_mut(&key).expect("entered");
+        t.last_seen = self.frame;
+        t.since = 0;
+        t.last = Some(r.clone());
+        r
+    }
+
+    fn classify(&mut self, hwc: &[u8], may_offload: bool) -> FrameResult {
         self.stats.frames += 1;
         normalize_into(hwc, &self.manifest.input, &mut self.tensor);
         match self.config.mode {
@@ -631,11 +837,14 @@ impl Runtime {
             }
             Mode::Edge => {
                 self.stats.misses += 1;
+                if !may_offload {
+                    return self.deferred(None);
+                }
                 self.offload_sync(hwc, None)
             }
             Mode::CacheNet => {
                 self.poll();
-                self.process_cachenet(hwc)
+                self.process_cachenet(hwc, may_offload)
             }
             Mode::SubmodelOnly => {
                 let active = self.active.expect("checked in new()");
@@ -652,7 +861,19 @@ impl Runtime {
         }
     }
 
-    fn process_cachenet(&mut self, hwc: &[u8]) -> FrameResult {
+    /// A miss kept local: the frame's offload budget is spent.
+    fn deferred(&mut self, local: Option<FrameResult>) -> FrameResult {
+        self.stats.deferred += 1;
+        let mut r = local.unwrap_or_else(|| {
+            let mut r = self.none_result();
+            r.degraded = false;
+            r
+        });
+        r.deferred = true;
+        r
+    }
+
+    fn process_cachenet(&mut self, hwc: &[u8], may_offload: bool) -> FrameResult {
         let threshold = self.config.threshold;
         let mut local: Option<FrameResult> = None;
         if let Some(a) = self.active
@@ -683,6 +904,9 @@ impl Runtime {
         if self.offloader.is_none() {
             return local.unwrap_or_else(|| self.none_result());
         }
+        if !may_offload {
+            return self.deferred(local);
+        }
         match self.config.offload {
             Offload::Sync => self.offload_sync(hwc, local),
             Offload::Async => {
@@ -692,14 +916,19 @@ impl Runtime {
                 // One request in flight at most, and none while the submodel the edge
                 // selected is on its way (the answer would select it again).
                 if !self.offload_in_flight() && !self.swap_in_flight() {
+                    let rid = self.next_request_id();
                     let job = InferJob {
                         hwc: hwc.to_vec(),
                         cached: self.cache.ids_mru(),
-                        request_id: self.next_request_id(),
+                        request_id: rid.clone(),
                     };
+                    let key = self.current.unwrap_or(FRAME_OBJECT);
                     let w = self.offloader.as_mut().expect("checked above");
                     match w.submit(job) {
-                        Ok(true) => self.stats.offloads += 1,
+                        Ok(true) => {
+                            self.stats.offloads += 1;
+                            self.asked_by.insert(rid, key);
+                        }
                         Ok(false) => {}
                         Err(e) => self.warnings.push(e),
                     }

@@ -2,9 +2,13 @@
 //! GST_PLUGIN_PATH pointing at the built plugin. Needs `cargo build --workspace` first (the
 //! README's test command does it).
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use gst::prelude::*;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -31,6 +35,192 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The `cachenet-edge` process serving `model_dir` on a free loopback port, once ready.
+fn start_edge(model_dir: &std::path::Path) -> (Kill, u16) {
+    let edge_bin = target_dir().join("cachenet-edge");
+    assert!(
+        edge_bin.exists(),
+        "build the workspace first (cargo build --workspace): {}",
+        edge_bin.display()
+    );
+    let port = free_port();
+    let child = Kill(
+        Command::new(&edge_bin)
+            .args([
+                "--model-dir",
+                model_dir.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent
+        .get(format!("http://127.0.0.1:{port}/health/ready"))
+        .call()
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "cachenet-edge never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, port)
+}
+
+/// OpenCV's street video, fetched by `python3 -m cachenet_train fetch vtest` (the test script
+/// does it).
+fn vtest() -> PathBuf {
+    let root = std::env::var_os("CACHENET_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/cachenet/data")
+        });
+    let p = root.join("vtest.avi");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cd models && python3 -m cachenet_train fetch vtest`",
+        p.display()
+    );
+    p
+}
+
+/// Per-object classification on real video: an upstream "detector" (a pad probe) puts three
+/// regions on every frame of vtest.avi (one moving and one still region without tracker ids,
+/// one with a tracker id); `cachenetclassify regions=roi` with the shipped model set and the
+/// real edge process classifies each as its own object, at most one offload per frame.
+#[test]
+fn regions_on_real_video_with_the_shipped_models_and_the_edge_process() {
+    let models = root().join("models/fashion-mnist");
+    let (_edge, port) = start_edge(&models);
+    gst::init().unwrap();
+    gstcachenet::plugin_register_static().unwrap();
+    const FRAMES: u64 = 60;
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB \
+         ! identity name=detector ! cachenetclassify name=c regions=roi cache-size=2 \
+           max-offloads=1 model-dir={} edge-url=http://127.0.0.1:{port} unique-id=3 \
+         ! fakesink name=sink",
+        vtest().display(),
+        models.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let detector = p.by_name("detector").unwrap();
+    let n = Arc::new(Mutex::new(0u32));
+    let n2 = n.clone();
+    detector
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let mut f = n2.lock().unwrap();
+            if let Some(gst::PadProbeData::Buffer(buf)) = info.data.as_mut() {
+                let b = buf.make_mut();
+                gst_video::VideoRegionOfInterestMeta::add(
+                    b,
+                    "person",
+                    (100 + 2 * *f, 200, 96, 160),
+                );
+                gst_video::VideoRegionOfInterestMeta::add(b, "person", (500, 150, 80, 200));
+                let mut bag =
+                    gst_video::VideoRegionOfInterestMeta::add(b, "bag", (300, 400, 64, 64));
+                bag.set_id(42);
+            }
+            *f += 1;
+            gst::PadProbeReturn::Ok
+        });
+    // Every buffer leaves with a result on each of its regions.
+    let per_buffer = Arc::new(Mutex::new(Vec::new()));
+    let pb = per_buffer.clone();
+    p.by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buf)) = info.data.as_ref() {
+                pb.lock()
+                    .unwrap()
+                    .push(gstcachenet::result::Classification::regions(buf));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    let mut by_frame: HashMap<u64, Vec<gst::Structure>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (by_frame.len() as u64) < FRAMES + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "too slow: {} frames",
+            by_frame.len()
+        );
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(5)) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                if let Some(s) = e.structure().filter(|s| s.name() == "cachenet-result") {
+                    by_frame
+                        .entry(s.get::<u64>("frame").unwrap())
+                        .or_default()
+                        .push(s.to_owned());
+                }
+            }
+            gst::MessageView::Error(e) => panic!("{} ({:?})", e.error(), e.debug()),
+            gst::MessageView::Eos(..) => panic!("vtest.avi ended early"),
+            _ => {}
+        }
+    }
+    let stats = p.by_name("c").unwrap().property::<gst::Structure>("stats");
+    p.set_state(gst::State::Null).unwrap();
+    let mut objects = HashSet::new();
+    let mut offloads = 0;
+    for f in 0..FRAMES {
+        let rs = &by_frame[&f];
+        assert_eq!(rs.len(), 3, "frame {f}: one result per region");
+        let edge = rs
+            .iter()
+            .filter(|s| s.get::<&str>("source").unwrap() == "edge")
+            .count();
+        assert!(edge <= 1, "frame {f}: max-offloads=1 but {edge} offloads");
+        offloads += edge;
+        for s in rs {
+            assert_eq!(s.get::<u32>("unique-id").unwrap(), 3);
+            assert!(s.get::<i32>("class-id").unwrap() >= 0, "{s}");
+            objects.insert(s.get::<u64>("object-id").unwrap());
+        }
+    }
+    assert_eq!(objects.len(), 3, "three objects all along: {objects:?}");
+    let buffers = per_buffer.lock().unwrap();
+    assert!(buffers.len() as u64 >= FRAMES);
+    for regions in buffers.iter().take(FRAMES as usize) {
+        let types: Vec<&str> = regions.iter().map(|(t, _, _)| t.as_str()).collect();
+        assert_eq!(types, vec!["person", "person", "bag"]);
+    }
+    let hits = stats.get::<u64>("hits").unwrap();
+    let classified = stats.get::<u64>("frames").unwrap();
+    println!(
+        "{FRAMES} frames, 3 regions each: {offloads} offloads, {hits} hits of {classified} \
+         classifications; {stats}"
+    );
+    assert!(offloads >= 1, "new objects miss and are offloaded at first");
+    assert!(
+        hits * 2 > classified,
+        "each object settles on its submodel: {hits} hits of {classified}"
+    );
 }
 
 #[test]

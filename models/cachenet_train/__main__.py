@@ -23,8 +23,10 @@ def cmd_fetch(a):
             print(data.fetch_fashion_mnist())
         elif name == "cifar10-sample":
             print(data.fetch_foolbox_cifar10())
+        elif name == "vtest":
+            print(data.fetch_vtest())
         else:
-            sys.exit(f"unknown dataset {name!r} (fashion-mnist, cifar10-sample)")
+            sys.exit(f"unknown dataset {name!r} (fashion-mnist, cifar10-sample, vtest)")
 
 
 def cmd_fit(a):
@@ -124,7 +126,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m cachenet_train", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="fetch datasets into $CACHENET_DATA (~/.cache/cachenet/data)")
-    f.add_argument("what", nargs="+", help="fashion-mnist, cifar10-sample")
+    f.add_argument("what", nargs="+", help="fashion-mnist, cifar10-sample, vtest")
     f.set_defaults(fn=cmd_fetch)
     f = sub.add_parser("fit", help="train the full model and CacheNet, export ONNX + manifest + report")
     f.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10", "folder"])

@@ -171,6 +171,24 @@ def fetch_fashion_mnist(dest: str | None = None) -> str:
     return dest
 
 
+def fetch_vtest(dest: str | None = None) -> str:
+    """OpenCV's sample street video (768x576, 795 frames of pedestrians): vtest.avi out of
+    Debian's opencv-doc package (apt-get download + dpkg-deb, no root needed)."""
+    dest = dest or os.path.join(data_root(), "vtest.avi")
+    if os.path.exists(dest):
+        return dest
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    member = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
+        deb = glob.glob(os.path.join(tmp, "*.deb"))[0]
+        tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", deb], check=True, stdout=subprocess.PIPE).stdout
+        subprocess.run(["tar", "-x", "-C", tmp, member], input=tar, check=True)
+        shutil.move(os.path.join(tmp, member), dest + ".part")
+    os.replace(dest + ".part", dest)
+    return dest
+
+
 def fetch_foolbox_cifar10(dest: str | None = None) -> str:
     """The 20 real CIFAR-10 test images inside the foolbox==3.3.4 wheel (foolbox/data)."""
     dest = dest or os.path.join(data_root(), "foolbox-cifar10")

@@ -1,7 +1,9 @@
 //! `cachenetclassify` implementation: properties, state built in `start()`, per-frame work in
 //! `transform_ip()`. The CacheNet logic itself lives in [`crate::runtime`].
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,11 +15,12 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 
-use super::{Mode, Offload};
+use super::{Mode, Offload, Regions};
 use crate::edge::EdgeClient;
-use crate::frame::{FORMATS, Planes, Preprocessor};
+use crate::frame::{FORMATS, Planes, Preprocessor, crop_rect};
+use crate::objects::{Associator, Filter, Region};
 use crate::result::{RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
-use crate::runtime::{self, Runtime, Stats, SwapEvent};
+use crate::runtime::{self, FRAME_OBJECT, FrameResult, ObjectKey, Runtime, Stats, SwapEvent};
 use crate::store::Store;
 use crate::worker::Generation;
 use crate::worker::SwapTimings;
@@ -37,6 +40,15 @@ const DEFAULT_CACHE_SIZE: u32 = 1;
 const DEFAULT_TIMEOUT_MS: u32 = 1000;
 const DEFAULT_POST_MESSAGES: bool = true;
 const DEFAULT_KEEP_COMPILED: bool = true;
+const DEFAULT_REGIONS: Regions = Regions::Frame;
+const DEFAULT_MIN_SIZE: u32 = 16;
+const DEFAULT_MAX_OFFLOADS: u32 = 2;
+const DEFAULT_TRACK_TIMEOUT: u32 = 30;
+const DEFAULT_INTERVAL: u32 = 1;
+const DEFAULT_UNIQUE_ID: u32 = 0;
+const DEFAULT_SKIP_LATE: bool = true;
+/// Crop sizes whose scalers are kept (regions=roi).
+const SCALERS_KEPT: usize = 64;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -54,6 +66,14 @@ struct Settings {
     manifest_sha256: Option<String>,
     post_messages: bool,
     keep_compiled: bool,
+    regions: Regions,
+    roi_types: Option<String>,
+    min_size: u32,
+    max_offloads: u32,
+    track_timeout: u32,
+    interval: u32,
+    unique_id: u32,
+    skip_late: bool,
 }
 
 impl Default for Settings {
@@ -73,6 +93,14 @@ impl Default for Settings {
             manifest_sha256: None,
             post_messages: DEFAULT_POST_MESSAGES,
             keep_compiled: DEFAULT_KEEP_COMPILED,
+            regions: DEFAULT_REGIONS,
+            roi_types: None,
+            min_size: DEFAULT_MIN_SIZE,
+            max_offloads: DEFAULT_MAX_OFFLOADS,
+            track_timeout: DEFAULT_TRACK_TIMEOUT,
+            interval: DEFAULT_INTERVAL,
+            unique_id: DEFAULT_UNIQUE_ID,
+            skip_late: DEFAULT_SKIP_LATE,
         }
     }
 }
@@ -82,6 +110,53 @@ struct State {
     video: Option<(gst_video::VideoInfo, Preprocessor)>,
     hwc: Vec<u8>,
     frame: u64,
+    regions: Regions,
+    filter: Filter,
+    max_offloads: u32,
+    unique_id: u32,
+    skip_late: bool,
+    /// Scalers of region crops, by crop size (regions=roi).
+    scalers: HashMap<(usize, usize), Preprocessor>,
+    associator: Associator,
+    latency: LatencyMeter,
+}
+
+/// The element's added latency: what the latency query answers (a first estimate from one
+/// model run at start, then the 95th percentile of the last frames' processing times), and
+/// when to tell the pipeline that it grew.
+struct LatencyMeter {
+    recent: VecDeque<u64>,
+    last_post: Option<Instant>,
+}
+
+impl LatencyMeter {
+    const WINDOW: usize = 100;
+
+    /// Record one frame's processing time; true when the reported latency should grow (the
+    /// recent 95th percentile is a quarter and 1 ms above it; at most every 2 s).
+    fn record(&mut self, took: Duration, reported: &AtomicU64) -> bool {
+        if self.recent.len() == Self::WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(took.as_nanos() as u64);
+        if self.recent.len() < 20
+            || self
+                .last_post
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return false;
+        }
+        let mut v: Vec<u64> = self.recent.iter().copied().collect();
+        v.sort_unstable();
+        let p95 = v[v.len() * 95 / 100];
+        let now = reported.load(Ordering::Relaxed);
+        if p95 > now + now / 4 && p95 > now + 1_000_000 {
+            reported.store(p95, Ordering::Relaxed);
+            self.last_post = Some(Instant::now());
+            return true;
+        }
+        false
+    }
 }
 
 #[derive(Default)]
@@ -92,6 +167,10 @@ pub struct CacheNetClassify {
     stats: Mutex<Stats>,
     /// Flush generation: a flush-start moves it, which cancels waits and background work.
     generation: Generation,
+    /// Running time up to which buffers are late (from downstream QoS events).
+    qos_earliest: Mutex<Option<gst::ClockTime>>,
+    /// The latency the element adds, in ns (answered to latency queries).
+    latency_ns: AtomicU64,
 }
 
 #[glib::object_subclass]
@@ -117,7 +196,11 @@ fn stats_structure(s: &Stats) -> gst::Structure {
         .field("hit-rate", s.hit_rate())
         .field("active-submodel", s.active_submodel)
         .field("fetches", s.fetches)
-        .field("plan-reuses", s.plan_reuses);
+        .field("plan-reuses", s.plan_reuses)
+        .field("objects", s.objects)
+        .field("objects-dropped", s.objects_dropped)
+        .field("deferred", s.deferred)
+        .field("reused", s.reused);
     swap_fields(b, "swap-", &s.swap, s.swap_wait_us).build()
 }
 
@@ -234,6 +317,54 @@ impl ObjectImpl for CacheNetClassify {
                     .default_value(DEFAULT_KEEP_COMPILED)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("regions", DEFAULT_REGIONS)
+                    .nick("Regions")
+                    .blurb("frame: classify whole frames; roi: classify every region of interest (GstVideoRegionOfInterestMeta) an upstream detector attached, each region a tracked object with its own active submodel, its result a param structure on its ROI meta")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("roi-types")
+                    .nick("ROI types")
+                    .blurb("regions=roi: comma-separated ROI types (labels, e.g. \"face,person\") to classify; unset: every type")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-size")
+                    .nick("Minimum size")
+                    .blurb("regions=roi: smallest region classified, in pixels (width and height)")
+                    .default_value(DEFAULT_MIN_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-offloads")
+                    .nick("Maximum offloads per frame")
+                    .blurb("Most misses of one frame sent to the edge (regions=roi: the other missed regions keep their local result, marked deferred); 0: none")
+                    .default_value(DEFAULT_MAX_OFFLOADS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("track-timeout")
+                    .nick("Track timeout")
+                    .blurb("Forget an object (its active submodel and last result) after this many frames without it")
+                    .minimum(1)
+                    .default_value(DEFAULT_TRACK_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("interval")
+                    .nick("Interval")
+                    .blurb("Run a model on every interval-th frame of each object (the frame, or a region); in between its last result is attached again, marked reused")
+                    .minimum(1)
+                    .default_value(DEFAULT_INTERVAL)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("unique-id")
+                    .nick("Unique id")
+                    .blurb("Written into every result (unique-id field) to tell apart the results of several cachenetclassify instances in one pipeline")
+                    .default_value(DEFAULT_UNIQUE_ID)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("skip-late")
+                    .nick("Skip late frames")
+                    .blurb("When downstream reports lateness (QoS), frames already late run no model: each object's last result is attached again, marked reused (the frames themselves are kept)")
+                    .default_value(DEFAULT_SKIP_LATE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("swaps-pending")
                     .nick("Swaps pending")
                     .blurb("Submodels being fetched and compiled in the background; each becomes active at the next frame boundary after it is ready")
@@ -241,7 +372,7 @@ impl ObjectImpl for CacheNetClassify {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Counters: frames, hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,wait}-us")
+                    .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, objects (tracked now), objects-dropped, deferred, reused, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,wait}-us")
                     .read_only()
                     .build(),
             ]
@@ -271,6 +402,14 @@ impl ObjectImpl for CacheNetClassify {
             "manifest-sha256" => s.manifest_sha256 = opt(value),
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
             "keep-compiled" => s.keep_compiled = value.get().expect("type checked upstream"),
+            "regions" => s.regions = value.get().expect("type checked upstream"),
+            "roi-types" => s.roi_types = opt(value),
+            "min-size" => s.min_size = value.get().expect("type checked upstream"),
+            "max-offloads" => s.max_offloads = value.get().expect("type checked upstream"),
+            "track-timeout" => s.track_timeout = value.get().expect("type checked upstream"),
+            "interval" => s.interval = value.get().expect("type checked upstream"),
+            "unique-id" => s.unique_id = value.get().expect("type checked upstream"),
+            "skip-late" => s.skip_late = value.get().expect("type checked upstream"),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -292,6 +431,14 @@ impl ObjectImpl for CacheNetClassify {
             "manifest-sha256" => s.manifest_sha256.to_value(),
             "post-messages" => s.post_messages.to_value(),
             "keep-compiled" => s.keep_compiled.to_value(),
+            "regions" => s.regions.to_value(),
+            "roi-types" => s.roi_types.to_value(),
+            "min-size" => s.min_size.to_value(),
+            "max-offloads" => s.max_offloads.to_value(),
+            "track-timeout" => s.track_timeout.to_value(),
+            "interval" => s.interval.to_value(),
+            "unique-id" => s.unique_id.to_value(),
+            "skip-late" => s.skip_late.to_value(),
             "swaps-pending" => (self.generation.swaps_pending() as u32).to_value(),
             "stats" => stats_structure(&self.stats.lock().unwrap()).to_value(),
             _ => unreachable!("only registered properties are asked for"),
@@ -509,9 +656,11 @@ impl CacheNetClassify {
             cache_size,
             keep_compiled: s.keep_compiled,
             timeout,
+            interval: s.interval.max(1),
+            track_timeout: s.track_timeout.max(1) as u64,
         };
         let full = local.as_ref().map(|l| l.full.clone());
-        let runtime = Runtime::new(
+        let mut runtime = Runtime::new(
             manifest,
             config,
             full,
@@ -527,11 +676,27 @@ impl CacheNetClassify {
             "model set {set}: threshold {threshold} nats, cache-size {cache_size}, cached {:?}",
             runtime.cached()
         );
+        // First latency estimate: one model run (a sync miss may add up to timeout-ms more;
+        // the measured processing times take over once frames flow).
+        let first = runtime.warm_up();
+        self.latency_ns
+            .store(first.as_nanos() as u64, Ordering::Relaxed);
         Ok(State {
             runtime,
             video: None,
             hwc: Vec::new(),
             frame: 0,
+            regions: s.regions,
+            filter: Filter::new(s.roi_types.as_deref(), s.min_size),
+            max_offloads: s.max_offloads,
+            unique_id: s.unique_id,
+            skip_late: s.skip_late,
+            scalers: HashMap::new(),
+            associator: Associator::new(s.track_timeout.max(1) as u64),
+            latency: LatencyMeter {
+                recent: VecDeque::new(),
+                last_post: None,
+            },
         })
     }
 }
@@ -552,7 +717,35 @@ impl BaseTransformImpl for CacheNetClassify {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *self.state.lock().unwrap() = None;
+        *self.qos_earliest.lock().unwrap() = None;
         Ok(())
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        let ok = BaseTransformImplExt::parent_query(self, direction, query);
+        if ok
+            && direction == gst::PadDirection::Src
+            && let gst::QueryViewMut::Latency(q) = query.view_mut()
+        {
+            // The time one frame spends in this element (measured), added to upstream's.
+            let (live, min, max) = q.result();
+            let ours = gst::ClockTime::from_nseconds(self.latency_ns.load(Ordering::Relaxed));
+            gst::debug!(CAT, imp = self, "adding {ours} of latency");
+            q.set(live, min + ours, max.map(|m| m + ours));
+        }
+        ok
+    }
+
+    fn src_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Qos(q) = event.view() {
+            // Buffers whose running time is not after timestamp + diff arrive late downstream.
+            let (_, _, diff, timestamp) = q.get();
+            *self.qos_earliest.lock().unwrap() = match timestamp {
+                Some(t) if diff > 0 => Some(t + gst::ClockTime::from_nseconds(diff as u64)),
+                _ => None,
+            };
+        }
+        self.parent_src_event(event)
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
@@ -589,7 +782,14 @@ impl BaseTransformImpl for CacheNetClassify {
             .unwrap()
             .take()
             .ok_or(gst::FlowError::Flushing)?;
-        let out = self.process(&mut state, buf, post, started);
+        let late = self.is_late(buf);
+        let out = self.process(&mut state, buf, post, started, late);
+        state.runtime.end_frame();
+        if state.latency.record(started.elapsed(), &self.latency_ns) {
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        }
         *self.state.lock().unwrap() = Some(state);
         out
     }
@@ -600,8 +800,10 @@ impl BaseTransformImpl for CacheNetClassify {
             gst::EventView::FlushStart(_) => self.generation.bump(),
             // Serialized, on the streaming thread: nothing asked before the flush is pending.
             gst::EventView::FlushStop(_) => {
+                *self.qos_earliest.lock().unwrap() = None;
                 if let Some(st) = self.state.lock().unwrap().as_mut() {
                     st.runtime.flushed();
+                    st.associator.reset();
                 }
             }
             _ => {}
@@ -611,43 +813,47 @@ impl BaseTransformImpl for CacheNetClassify {
 }
 
 impl CacheNetClassify {
+    /// Whether downstream's last QoS event says this buffer will be late.
+    fn is_late(&self, buf: &gst::BufferRef) -> bool {
+        let Some(earliest) = *self.qos_earliest.lock().unwrap() else {
+            return false;
+        };
+        let segment = self.obj().segment();
+        let Some(seg) = segment.downcast_ref::<gst::ClockTime>() else {
+            return false;
+        };
+        buf.pts()
+            .and_then(|pts| seg.to_running_time(pts))
+            .is_some_and(|rt| rt <= earliest)
+    }
+
+    fn map_error(&self) -> gst::FlowError {
+        gst::element_imp_error!(
+            self,
+            gst::StreamError::Failed,
+            ["cannot map the video frame"]
+        );
+        gst::FlowError::Error
+    }
+
     fn process(
         &self,
         state: &mut State,
         buf: &mut gst::BufferRef,
         post: bool,
         started: Instant,
+        late: bool,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Some((info, pre)) = &mut state.video else {
+        if state.video.is_none() {
             return Err(gst::FlowError::NotNegotiated);
-        };
-        let (width, height) = (info.width(), info.height());
-        {
-            let frame =
-                gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, info).map_err(|_| {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Failed,
-                        ["cannot map the video frame"]
-                    );
-                    gst::FlowError::Error
-                })?;
-            let n = frame.n_planes() as usize;
-            let mut planes = Planes {
-                data: [&[], &[], &[]],
-                stride: [0; 3],
-            };
-            for p in 0..n.min(3) {
-                planes.data[p] = frame
-                    .plane_data(p as u32)
-                    .map_err(|_| gst::FlowError::Error)?;
-                planes.stride[p] = frame.plane_stride()[p] as usize;
-            }
-            pre.run(&planes, &mut state.hwc);
         }
+        let late = late && state.skip_late;
         let spent = |s: &Stats| s.device_time_us + s.edge_time_us;
         let spent_before = spent(&state.runtime.stats());
-        let result = state.runtime.process(&state.hwc);
+        let results = match state.regions {
+            Regions::Frame => vec![(None, self.classify_frame(state, buf, late)?)],
+            Regions::Roi => self.classify_regions(state, buf, late)?,
+        };
         let stats = state.runtime.stats();
         let inference_us = spent(&stats).saturating_sub(spent_before);
         let warnings = state.runtime.take_warnings();
@@ -659,24 +865,69 @@ impl CacheNetClassify {
         *self.stats.lock().unwrap() = stats;
 
         let pts = buf.pts();
-        // The result's fields are built once per frame: the ROI param, the meta and the bus
-        // message carry copies.
-        let fields = crate::result::fields(RESULT_STRUCTURE, &result).build();
-        {
-            let mut roi =
-                gst_video::VideoRegionOfInterestMeta::add(buf, ROI_TYPE, (0, 0, width, height));
-            roi.add_param(fields.clone());
+        let (width, height) = {
+            let (info, _) = state.video.as_ref().expect("checked above");
+            (info.width(), info.height())
+        };
+        // Each result's fields are built once: the ROI param, the meta and the bus message
+        // carry copies.
+        let mut messages = Vec::new();
+        let mut by_meta: HashMap<usize, gst::Structure> = HashMap::new();
+        for (region, result) in &results {
+            let mut b =
+                crate::result::fields(RESULT_STRUCTURE, result).field("unique-id", state.unique_id);
+            if let Some((r, key)) = region {
+                b = b
+                    .field("object-id", *key)
+                    .field("roi-type", r.roi_type.as_str());
+            }
+            let fields = b.build();
+            match region {
+                None => {
+                    let mut roi = gst_video::VideoRegionOfInterestMeta::add(
+                        buf,
+                        ROI_TYPE,
+                        (0, 0, width, height),
+                    );
+                    roi.add_param(fields.clone());
+                    crate::meta::CacheNetMeta::add_structure(buf, fields.clone());
+                    #[cfg(feature = "analytics")]
+                    if let Err(e) = crate::analytics::attach(buf, result) {
+                        gst::warning!(
+                            CAT,
+                            imp = self,
+                            "cannot add the analytics classification: {e}"
+                        );
+                    }
+                }
+                Some((r, _)) => {
+                    by_meta.insert(r.index, fields.clone());
+                }
+            }
+            if post {
+                let mut s = fields;
+                s.set_name(RESULT_MESSAGE);
+                if let Some((r, _)) = region {
+                    let (x, y, w, h) = r.rect;
+                    s.set("x", x);
+                    s.set("y", y);
+                    s.set("width", w);
+                    s.set("height", h);
+                }
+                messages.push(s);
+            }
         }
-        crate::meta::CacheNetMeta::add_structure(buf, fields.clone());
-        #[cfg(feature = "analytics")]
-        if let Err(e) = crate::analytics::attach(buf, &result) {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "cannot add the analytics classification: {e}"
-            );
+        if !by_meta.is_empty() {
+            for (i, mut m) in buf
+                .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
+                .enumerate()
+            {
+                if let Some(fields) = by_meta.remove(&i) {
+                    m.add_param(fields);
+                }
+            }
         }
-        gst::trace!(CAT, imp = self, "frame {frame_no}: {result:?}");
+        gst::trace!(CAT, imp = self, "frame {frame_no}: {results:?}");
         for w in warnings {
             gst::element_imp_warning!(self, gst::ResourceError::Read, ("{}", w));
         }
@@ -695,16 +946,134 @@ impl CacheNetClassify {
                         .build(),
                 );
             }
-            let mut s = fields;
-            s.set_name(RESULT_MESSAGE);
-            s.set("latency-us", started.elapsed().as_micros() as u64);
-            s.set("inference-us", inference_us);
-            s.set("pts", pts.map_or(u64::MAX, |p| p.nseconds()));
-            s.set("frame", frame_no);
-            let _ = self
-                .obj()
-                .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+            let latency_us = started.elapsed().as_micros() as u64;
+            for mut s in messages {
+                s.set("latency-us", latency_us);
+                s.set("inference-us", inference_us);
+                s.set("pts", pts.map_or(u64::MAX, |p| p.nseconds()));
+                s.set("frame", frame_no);
+                let _ = self
+                    .obj()
+                    .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+            }
         }
         Ok(gst::FlowSuccess::Ok)
     }
+
+    /// The whole frame as one object.
+    fn classify_frame(
+        &self,
+        state: &mut State,
+        buf: &gst::BufferRef,
+        late: bool,
+    ) -> Result<FrameResult, gst::FlowError> {
+        if let Some(r) = state.runtime.reuse(FRAME_OBJECT, late) {
+            return Ok(r);
+        }
+        let (info, pre) = state.video.as_mut().expect("negotiated");
+        {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
+                .map_err(|_| self.map_error())?;
+            pre.run(&planes(&frame)?, &mut state.hwc);
+        }
+        Ok(state
+            .runtime
+            .process_object(FRAME_OBJECT, &state.hwc, state.max_offloads > 0))
+    }
+
+    /// Every region of interest of the frame that the filter accepts, each as its object:
+    /// cropped and scaled straight from the mapped frame, at most `max-offloads` misses
+    /// offloaded.
+    #[allow(clippy::type_complexity)]
+    fn classify_regions(
+        &self,
+        state: &mut State,
+        buf: &gst::BufferRef,
+        late: bool,
+    ) -> Result<Vec<(Option<(Region, ObjectKey)>, FrameResult)>, gst::FlowError> {
+        let regions: Vec<Region> = buf
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .enumerate()
+            .filter_map(|(index, m)| {
+                let roi_type = m.roi_type();
+                let rect = m.rect();
+                (roi_type != ROI_TYPE && state.filter.accepts(roi_type, rect.2, rect.3)).then(
+                    || Region {
+                        index,
+                        roi_type: roi_type.to_string(),
+                        id: m.id(),
+                        rect,
+                    },
+                )
+            })
+            .collect();
+        let keys = state.associator.assign(&regions);
+        if regions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (info, _) = state.video.as_ref().expect("negotiated");
+        let info = info.clone();
+        let spec = state.runtime.manifest().input.clone();
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info)
+            .map_err(|_| self.map_error())?;
+        let planes = planes(&frame)?;
+        let mut budget = state.max_offloads;
+        let mut out = Vec::with_capacity(regions.len());
+        for (region, key) in regions.into_iter().zip(keys) {
+            if let Some(r) = state.runtime.reuse(key, late) {
+                out.push((Some((region, key)), r));
+                continue;
+            }
+            let Some(rect) = crop_rect(info.format(), region.rect, info.width(), info.height())
+            else {
+                continue; // wholly outside the frame
+            };
+            if state.scalers.len() >= SCALERS_KEPT && !state.scalers.contains_key(&(rect.w, rect.h))
+            {
+                state.scalers.clear();
+            }
+            let pre = match state.scalers.entry((rect.w, rect.h)) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    Preprocessor::new(
+                        info.format(),
+                        rect.w,
+                        rect.h,
+                        spec.width,
+                        spec.height,
+                        spec.color,
+                    )
+                    .map_err(|e| {
+                        gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
+                        gst::FlowError::NotNegotiated
+                    })?,
+                ),
+            };
+            pre.run(&planes.crop(info.format(), rect), &mut state.hwc);
+            let offloads = state.runtime.stats().offloads;
+            let r = state.runtime.process_object(key, &state.hwc, budget > 0);
+            if state.runtime.stats().offloads > offloads {
+                budget = budget.saturating_sub(1);
+            }
+            out.push((Some((region, key)), r));
+        }
+        Ok(out)
+    }
+}
+
+/// The planes of a mapped frame.
+fn planes<'a>(
+    frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
+) -> Result<Planes<'a>, gst::FlowError> {
+    let mut p = Planes {
+        data: [&[], &[], &[]],
+        stride: [0; 3],
+    };
+    for i in 0..(frame.n_planes() as usize).min(3) {
+        p.data[i] = frame
+            .plane_data(i as u32)
+            .map_err(|_| gst::FlowError::Error)?;
+        p.stride[i] = frame.plane_stride()[i] as usize;
+    }
+    Ok(p)
 }

@@ -60,3 +60,17 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
         CacheNetClassify::static_type(),
     )
 }
+
+/// `regions` property values.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstCacheNetRegions")]
+pub enum Regions {
+    #[enum_value(name = "Frame: classify the whole frame", nick = "frame")]
+    Frame = 0,
+    #[enum_value(
+        name = "ROI: classify every region of interest an upstream element attached",
+        nick = "roi"
+    )]
+    Roi = 1,
+}
