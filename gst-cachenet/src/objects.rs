@@ -21,9 +21,11 @@ pub const MIN_IOU: f32 = 0.3;
 pub struct Region {
     /// Position among the buffer's ROI metas (to attach the result to the same meta).
     pub index: usize,
+    /// The analytics object detection this region is (its mtd id), instead of a ROI meta.
+    pub detection: Option<u32>,
     pub roi_type: String,
     /// The tracker's id (0 when none).
-    pub id: i32,
+    pub id: i64,
     /// x, y, width, height in pixels.
     pub rect: (u32, u32, u32, u32),
 }
@@ -71,7 +73,7 @@ fn iou(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f32 {
     }
 }
 
-fn tracker_key(roi_type: &str, id: i32) -> ObjectKey {
+fn tracker_key(roi_type: &str, id: i64) -> ObjectKey {
     let mut h = DefaultHasher::new();
     (roi_type, id).hash(&mut h);
     // The top bit marks tracker ids; never the frame's own key (all ones).
@@ -166,9 +168,10 @@ impl Associator {
 mod tests {
     use super::*;
 
-    fn region(index: usize, id: i32, rect: (u32, u32, u32, u32)) -> Region {
+    fn region(index: usize, id: i64, rect: (u32, u32, u32, u32)) -> Region {
         Region {
             index,
+            detection: None,
             roi_type: "face".into(),
             id,
             rect,

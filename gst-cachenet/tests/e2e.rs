@@ -223,6 +223,108 @@ fn regions_on_real_video_with_the_shipped_models_and_the_edge_process() {
     );
 }
 
+/// As a user runs it: GStreamer's own detector (`facedetect` with OpenCV's full-body cascade)
+/// finds the pedestrians of vtest.avi, `cachenetclassify regions=roi` classifies each with
+/// the shipped model set and the edge process, in gst-launch-1.0 (first 120 frames).
+#[test]
+fn gst_launch_facedetect_regions_on_real_video() {
+    let cascade = "/usr/share/opencv4/haarcascades/haarcascade_fullbody.xml";
+    assert!(
+        std::path::Path::new(cascade).exists(),
+        "{cascade} is missing: install gstreamer1.0-opencv (scripts/setup.sh does)"
+    );
+    let models = root().join("models/fashion-mnist");
+    let (_edge, port) = start_edge(&models);
+    let video = vtest();
+    let out = Command::new("gst-launch-1.0")
+        .env("GST_PLUGIN_PATH", target_dir())
+        .args(["-m", "filesrc"])
+        .arg(format!("location={}", video.display()))
+        .args([
+            "!",
+            "decodebin",
+            "!",
+            "identity",
+            "eos-after=120",
+            "!",
+            "videoconvert",
+        ])
+        .args([
+            "!",
+            "facedetect",
+            "display=false",
+            "min-size-width=24",
+            "min-size-height=48",
+        ])
+        .arg(format!("profile={cascade}"))
+        .args([
+            "!",
+            "videoconvert",
+            "!",
+            "cachenetclassify",
+            "regions=roi",
+            "max-offloads=1",
+        ])
+        .arg(format!("model-dir={}", models.display()))
+        .arg(format!("edge-url=http://127.0.0.1:{port}"))
+        .args(["!", "fakesink"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |l: &str, name: &str| -> String {
+        let at = l
+            .find(&format!("{name}=("))
+            .unwrap_or_else(|| panic!("{name} in {l}"));
+        let v = &l[at..];
+        let v = &v[v.find(')').unwrap() + 1..];
+        v[..v.find([',', ';']).unwrap_or(v.len())].to_string()
+    };
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("cachenet-result"))
+        .collect();
+    let mut per_frame: HashMap<String, usize> = HashMap::new();
+    let mut objects = HashSet::new();
+    for l in &results {
+        assert_eq!(field(l, "roi-type"), "face", "{l}");
+        objects.insert(field(l, "object-id"));
+        if field(l, "source") == "edge" {
+            *per_frame.entry(field(l, "frame")).or_default() += 1;
+        }
+    }
+    let frames: HashSet<String> = results.iter().map(|l| field(l, "frame")).collect();
+    println!(
+        "{} regions on {} of 120 frames, {} objects, {} offloads",
+        results.len(),
+        frames.len(),
+        objects.len(),
+        per_frame.values().sum::<usize>()
+    );
+    assert!(
+        frames.len() > 60,
+        "pedestrians found on most frames: {}",
+        frames.len()
+    );
+    assert!(
+        results.len() > frames.len(),
+        "several pedestrians per frame"
+    );
+    assert!(
+        objects.len() > 1 && objects.len() < results.len(),
+        "objects persist across frames"
+    );
+    assert!(
+        per_frame.values().all(|&n| n <= 1),
+        "max-offloads=1 per frame"
+    );
+    assert!(!per_frame.is_empty(), "misses went to the edge");
+}
+
 #[test]
 fn gst_launch_against_a_running_cachenet_edge() {
     let edge_bin = target_dir().join("cachenet-edge");

@@ -892,13 +892,25 @@ mod analytics {
         gst::Buffer::from_mut_slice(vec![value; 16 * 16])
     }
 
+    /// Each classification's top class and level (the full class vector is checked too).
     fn classifications(buf: &gst::BufferRef) -> Vec<(String, f32)> {
         let meta = buf
             .meta::<AnalyticsRelationMeta>()
             .expect("a relation meta");
         meta.iter::<AnalyticsClassificationMtd>()
             .map(|c| {
-                assert_eq!(c.len(), 1, "one class per classification");
+                assert_eq!(c.len(), 4, "every class of the tiny set");
+                let levels: Vec<f32> = (0..c.len()).map(|i| c.level(i)).collect();
+                assert!(
+                    levels.windows(2).all(|w| w[0] >= w[1]),
+                    "most likely first: {levels:?}"
+                );
+                assert!((levels.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+                let mut names: Vec<String> = (0..c.len())
+                    .map(|i| c.quark(i).as_str().to_string())
+                    .collect();
+                names.sort();
+                assert_eq!(names, ["black", "dark", "light", "white"]);
                 (c.quark(0).as_str().to_string(), c.level(0))
             })
             .collect()
@@ -952,6 +964,80 @@ mod analytics {
             classifications(&out)[0].0,
             Classification::from_buffer(&out).unwrap().label
         );
+    }
+
+    #[test]
+    fn detections_are_the_regions_and_get_related_classifications() {
+        use gst_analytics::{AnalyticsTrackingMtd, RelTypes};
+        // 16x16: a dark left half and a white right half, one detection on each.
+        let mut h = local(&[("mode", v("device")), ("regions", v("roi"))]);
+        let push = |h: &mut H, tracked: u64| {
+            let mut px = vec![20u8; 16 * 16];
+            for row in px.chunks_mut(16) {
+                row[8..].fill(230);
+            }
+            let mut buf = gst::Buffer::from_mut_slice(px);
+            let ids = {
+                let b = buf.get_mut().unwrap();
+                let mut meta = AnalyticsRelationMeta::add(b);
+                let person = meta
+                    .add_od_mtd(glib::Quark::from_str("person"), 0, 0, 8, 16, 0.9)
+                    .unwrap()
+                    .id();
+                let car = meta
+                    .add_od_mtd(glib::Quark::from_str("car"), 8, 0, 8, 16, 0.8)
+                    .unwrap()
+                    .id();
+                let t = meta
+                    .add_tracking_mtd(tracked, gst::ClockTime::ZERO)
+                    .unwrap()
+                    .id();
+                meta.set_relation(RelTypes::RELATE_TO, t, car).unwrap();
+                (person, car)
+            };
+            (h.h.push_and_pull(buf).unwrap(), ids)
+        };
+        let (out, (person, car)) = push(&mut h, 77);
+        assert!(
+            Classification::from_buffer(&out).is_none(),
+            "no whole-frame result with regions=roi"
+        );
+        let meta = out.meta::<AnalyticsRelationMeta>().unwrap();
+        let cls: Vec<_> = meta.iter::<AnalyticsClassificationMtd>().collect();
+        assert_eq!(cls.len(), 2, "one classification per detection");
+        for (od, label) in [(person, "black"), (car, "white")] {
+            let (top, level) = gstcachenet::analytics::detection_classification(&out, od)
+                .unwrap_or_else(|| panic!("detection {od} has a classification"));
+            assert_eq!(top, label);
+            assert!(level > 0.5);
+            let c = cls
+                .iter()
+                .find(|c| meta.relation(c.id(), od) == RelTypes::IS_PART_OF)
+                .unwrap();
+            assert_eq!(meta.relation(od, c.id()), RelTypes::CONTAIN);
+        }
+        classifications(&out);
+        // The tracked detection keeps its object from frame to frame: two regions, two objects.
+        let stats = |h: &H| h.el.property::<gst::Structure>("stats");
+        assert_eq!(stats(&h).get::<u64>("objects").unwrap(), 3);
+        push(&mut h, 77);
+        assert_eq!(stats(&h).get::<u64>("objects").unwrap(), 3);
+        assert_eq!(stats(&h).get::<u64>("frames").unwrap(), 4);
+    }
+
+    #[cfg(feature = "tensor-meta")]
+    #[test]
+    fn probabilities_as_a_tensor_meta() {
+        assert!(gstcachenet::analytics::tensor_meta_supported());
+        let mut h = local(&[("mode", v("device"))]);
+        let out = h.h.push_and_pull(frame(230)).unwrap();
+        let p = gstcachenet::analytics::tensor(&out).expect("a tensor meta");
+        assert_eq!(p.len(), 4);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        let roi = Classification::from_buffer(&out).unwrap();
+        let best = (0..4).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert_eq!(best as i32, roi.class_id);
+        assert!((p[best] as f64 - roi.confidence).abs() < 1e-6);
     }
 
     #[test]

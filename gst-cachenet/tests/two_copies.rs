@@ -60,6 +60,9 @@ fn linked_crate_reads_and_adds_the_loaded_plugins_meta() {
             hit: true,
             submodel: 1,
             degraded: false,
+            deferred: false,
+            reused: false,
+            probabilities: vec![0.1, 0.15, 0.75],
         };
         CacheNetMeta::add(own.get_mut().unwrap(), &r);
         let copied = own.copy();

@@ -114,6 +114,15 @@ def _spread(labels, idx, limit):
     return np.concatenate([idx[labels[idx] == c][:per] for c in classes])
 
 
+def cmd_sweeps(a):
+    from . import report
+    text = report.sweep_table(a.evals)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    print(text, end="")
+
+
 def cmd_vectors(a):
     import json
     from . import export, maths
@@ -182,6 +191,10 @@ def main(argv=None):
     f.add_argument("--sigma", type=float, default=0.0)
     f.add_argument("--out", required=True)
     f.set_defaults(fn=cmd_vectors)
+    f = sub.add_parser("sweeps", help="markdown table of fit --eval-only results (eval.json files)")
+    f.add_argument("evals", nargs="+")
+    f.add_argument("--out")
+    f.set_defaults(fn=cmd_sweeps)
     a = p.parse_args(argv)
     a.fn(a)
 

@@ -299,3 +299,29 @@ def write_report(out: str, cfg, classes, history, variants: dict, chosen: str, f
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(L))
     return summary
+
+
+def sweep_table(paths: list[str]) -> str:
+    """Markdown table of `fit --eval-only` results (eval.json files): one row per variant and
+    selector, at each variant's chosen threshold (best hit rate within 0.5 pt of the full
+    model on the grouped replay)."""
+    keys = ["sub_widths", "kd", "epochs_class", "group_cap", "tau", "gamma", "nu", "dz"]
+    rows = ["| variant | selector | changed settings | T | grouped hit rate | grouped accuracy (full) "
+            "| changes / 10k | random-run hit rate | submodel frames under T | camera hit rate / accuracy |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    base = {"sub_widths": [32, 64, 128], "kd": 2.0, "epochs_class": 24, "group_cap": 0, "tau": 0.3,
+            "gamma": 0.3, "nu": 5, "dz": 32}
+    for p in paths:
+        with open(p) as f:
+            d = json.load(f)
+        name = os.path.splitext(os.path.basename(p))[0]
+        cfg = d["config"]
+        changed = ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg and cfg[k] != base[k]
+                            and not (k == "kd" and cfg.get("selector") == "vae")) or "-"
+        for sel, v in d["variants"].items():
+            g, seg, cam = v["grouped"], v["segments"], d["camera"][sel]
+            under = " / ".join(f"{p_['hit_share_at_T'] * 100:.1f}" for p_ in v["partitions"])
+            rows.append(f"| {name} | {sel} | {changed} | {v['threshold']} | {_pct(g['hit_rate'])} | "
+                        f"{_pct(g['accuracy'])} ({_pct(v['full_accuracy'])}) | {g['swaps_per_10k']:.0f} | "
+                        f"{_pct(seg['hit_rate'])} | {under} % | {_pct(cam['hit_rate'])} / {_pct(cam['accuracy'])} |")
+    return "\n".join(rows) + "\n"

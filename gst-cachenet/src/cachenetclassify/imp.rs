@@ -873,6 +873,8 @@ impl CacheNetClassify {
         // carry copies.
         let mut messages = Vec::new();
         let mut by_meta: HashMap<usize, gst::Structure> = HashMap::new();
+        #[cfg(feature = "analytics")]
+        let labels = state.runtime.manifest().labels.clone();
         for (region, result) in &results {
             let mut b =
                 crate::result::fields(RESULT_STRUCTURE, result).field("unique-id", state.unique_id);
@@ -892,11 +894,25 @@ impl CacheNetClassify {
                     roi.add_param(fields.clone());
                     crate::meta::CacheNetMeta::add_structure(buf, fields.clone());
                     #[cfg(feature = "analytics")]
-                    if let Err(e) = crate::analytics::attach(buf, result) {
+                    if let Err(e) = crate::analytics::attach(buf, result, &labels) {
                         gst::warning!(
                             CAT,
                             imp = self,
                             "cannot add the analytics classification: {e}"
+                        );
+                    }
+                    #[cfg(feature = "tensor-meta")]
+                    crate::analytics::attach_tensor(buf, &result.probabilities);
+                }
+                #[cfg(feature = "analytics")]
+                Some((r, _)) if r.detection.is_some() => {
+                    let od = r.detection.expect("matched");
+                    if let Err(e) = crate::analytics::attach_to_detection(buf, od, result, &labels)
+                    {
+                        gst::warning!(
+                            CAT,
+                            imp = self,
+                            "cannot add the classification of detection {od}: {e}"
                         );
                     }
                 }
@@ -991,22 +1007,41 @@ impl CacheNetClassify {
         buf: &gst::BufferRef,
         late: bool,
     ) -> Result<Vec<(Option<(Region, ObjectKey)>, FrameResult)>, gst::FlowError> {
-        let regions: Vec<Region> = buf
-            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-            .enumerate()
-            .filter_map(|(index, m)| {
-                let roi_type = m.roi_type();
-                let rect = m.rect();
-                (roi_type != ROI_TYPE && state.filter.accepts(roi_type, rect.2, rect.3)).then(
-                    || Region {
-                        index,
-                        roi_type: roi_type.to_string(),
-                        id: m.id(),
-                        rect,
-                    },
-                )
+        // With the analytics feature, the relation meta's object detections when there are any.
+        #[cfg(feature = "analytics")]
+        let detections: Vec<Region> = crate::analytics::detections(buf)
+            .into_iter()
+            .filter(|d| state.filter.accepts(&d.obj_type, d.rect.2, d.rect.3))
+            .map(|d| Region {
+                index: usize::MAX,
+                detection: Some(d.mtd_id),
+                roi_type: d.obj_type,
+                id: d.tracking_id as i64,
+                rect: d.rect,
             })
             .collect();
+        #[cfg(not(feature = "analytics"))]
+        let detections: Vec<Region> = Vec::new();
+        let regions: Vec<Region> = if !detections.is_empty() {
+            detections
+        } else {
+            buf.iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+                .enumerate()
+                .filter_map(|(index, m)| {
+                    let roi_type = m.roi_type();
+                    let rect = m.rect();
+                    (roi_type != ROI_TYPE && state.filter.accepts(roi_type, rect.2, rect.3)).then(
+                        || Region {
+                            index,
+                            detection: None,
+                            roi_type: roi_type.to_string(),
+                            id: m.id() as i64,
+                            rect,
+                        },
+                    )
+                })
+                .collect()
+        };
         let keys = state.associator.assign(&regions);
         if regions.is_empty() {
             return Ok(Vec::new());
