@@ -36,7 +36,7 @@ use crate::runtime::FrameResult;
 pub struct Detection {
     pub mtd_id: u32,
     pub obj_type: String,
-    pub rect: (u32, u32, u32, u32),
+    pub rect: crate::objects::Bounds,
     /// The tracking id of a tracking mtd related to the detection (0 when none).
     pub tracking_id: u64,
 }

@@ -13,6 +13,9 @@ use std::hash::{Hash, Hasher};
 
 use crate::runtime::ObjectKey;
 
+/// A rectangle: x, y, width, height in pixels.
+pub type Bounds = (u32, u32, u32, u32);
+
 /// Least overlap for a region to continue an object of the previous frame.
 pub const MIN_IOU: f32 = 0.3;
 
@@ -26,8 +29,7 @@ pub struct Region {
     pub roi_type: String,
     /// The tracker's id (0 when none).
     pub id: i64,
-    /// x, y, width, height in pixels.
-    pub rect: (u32, u32, u32, u32),
+    pub rect: Bounds,
 }
 
 /// Which regions to classify: types (empty: all) and the smallest size.
@@ -59,7 +61,7 @@ impl Filter {
     }
 }
 
-fn iou(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f32 {
+fn iou(a: Bounds, b: Bounds) -> f32 {
     let (ax1, ay1) = (a.0 as u64 + a.2 as u64, a.1 as u64 + a.3 as u64);
     let (bx1, by1) = (b.0 as u64 + b.2 as u64, b.1 as u64 + b.3 as u64);
     let iw = ax1.min(bx1).saturating_sub((a.0 as u64).max(b.0 as u64));
@@ -84,7 +86,7 @@ fn tracker_key(roi_type: &str, id: i64) -> ObjectKey {
 #[derive(Debug)]
 pub struct Associator {
     /// Each object's last place: key, type, rectangle, frames since it was seen.
-    previous: Vec<(ObjectKey, String, (u32, u32, u32, u32), u64)>,
+    previous: Vec<(ObjectKey, String, Bounds, u64)>,
     next: ObjectKey,
     timeout: u64,
 }
@@ -168,7 +170,7 @@ impl Associator {
 mod tests {
     use super::*;
 
-    fn region(index: usize, id: i64, rect: (u32, u32, u32, u32)) -> Region {
+    fn region(index: usize, id: i64, rect: Bounds) -> Region {
         Region {
             index,
             detection: None,

@@ -75,7 +75,9 @@ impl Classification {
 
     /// The classifications of the regions of interest of `buffer` (regions=roi): each region's
     /// type and rectangle (x, y, width, height) with its result.
-    pub fn regions(buffer: &gst::BufferRef) -> Vec<(String, (u32, u32, u32, u32), Classification)> {
+    pub fn regions(
+        buffer: &gst::BufferRef,
+    ) -> Vec<(String, crate::objects::Bounds, Classification)> {
         buffer
             .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
             .filter(|m| m.roi_type() != ROI_TYPE)

@@ -968,9 +968,13 @@ mod analytics {
 
     #[test]
     fn detections_are_the_regions_and_get_related_classifications() {
-        use gst_analytics::{AnalyticsTrackingMtd, RelTypes};
+        use gst_analytics::RelTypes;
         // 16x16: a dark left half and a white right half, one detection on each.
-        let mut h = local(&[("mode", v("device")), ("regions", v("roi"))]);
+        let mut h = local(&[
+            ("mode", v("device")),
+            ("regions", v("roi")),
+            ("min-size", v(4u32)),
+        ]);
         let push = |h: &mut H, tracked: u64| {
             let mut px = vec![20u8; 16 * 16];
             for row in px.chunks_mut(16) {

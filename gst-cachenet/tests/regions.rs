@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use cachenet_edge::{AppState, Background, Config};
 use gst::glib;
 use gst::prelude::*;
+use gstcachenet::objects::Bounds;
 use gstcachenet::result::Classification;
 
 const W: u32 = 96;
@@ -60,12 +61,12 @@ fn harness(props: &[(&str, &str)]) -> Hn {
 }
 
 /// A region: type, tracker id (0: none), rectangle, and the pixel value painted into it.
-type Roi = (&'static str, i32, (u32, u32, u32, u32), u8);
+type Roi = (&'static str, i32, Bounds, u8);
 
 impl Hn {
     /// Push one frame (mid-gray background) with the regions painted and attached as ROI
     /// metas; returns every region's type, rectangle and result.
-    fn push(&mut self, rois: &[Roi]) -> Vec<(String, (u32, u32, u32, u32), Classification)> {
+    fn push(&mut self, rois: &[Roi]) -> Vec<(String, Bounds, Classification)> {
         let mut px = vec![128u8; (W * H) as usize];
         for (_, _, (x, y, w, h), value) in rois {
             for yy in *y..(y + h).min(H) {
@@ -181,8 +182,7 @@ fn regions_are_filtered_by_type_and_size() {
         ("face", 0, (64, 0, 12, 12), 10),
         ("face", 0, (64, 12, 20, 20), 10),
     ]);
-    let kinds: Vec<(&str, (u32, u32, u32, u32))> =
-        r.iter().map(|(t, rect, _)| (t.as_str(), *rect)).collect();
+    let kinds: Vec<(&str, Bounds)> = r.iter().map(|(t, rect, _)| (t.as_str(), *rect)).collect();
     assert_eq!(kinds, vec![("thing", DARK.2), ("face", (64, 12, 20, 20))]);
     // A region partly outside the frame is clipped, not refused.
     let r = h.push(&[("thing", 0, (80, 16, 64, 64), 10)]);
