@@ -16,13 +16,8 @@ if [ ! -f "$DATA/labels.csv" ]; then
   (cd models && python3 -m cachenet_train replay --order grouped --seed 0 --limit "$FRAMES" --out "../$DATA") >/dev/null
 fi
 N=$(($(wc -l < "$DATA/labels.csv") - 1))
-target/debug/cachenet-edge --model-dir "$MODEL_DIR" --listen "127.0.0.1:$PORT" 2>.data/edge.log &
-EDGE=$!
-trap 'kill $EDGE 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+. scripts/lib/edge.sh
+start_edge target/debug/cachenet-edge "$MODEL_DIR" "$PORT" .data/edge.log
 export GST_PLUGIN_PATH="$PWD/target/debug"
 START=$(date +%s.%N)
 gst-launch-1.0 -m multifilesrc location="$DATA/frame-%05d.png" index=0 stop-index=$((N - 1)) \

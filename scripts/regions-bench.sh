@@ -12,13 +12,8 @@ REL="${CARGO_TARGET_DIR:-$PWD/target}/release"
 VIDEO=$(cd models && python3 -m cachenet_train fetch vtest)
 CASCADE=/usr/share/opencv4/haarcascades/haarcascade_fullbody.xml
 PORT="${PORT:-8471}"
-"$REL/cachenet-edge" --model-dir models/fashion-mnist --listen "127.0.0.1:$PORT" 2>/dev/null &
-EDGE=$!
-trap 'kill $EDGE 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+. scripts/lib/edge.sh
+start_edge "$REL/cachenet-edge" models/fashion-mnist "$PORT"
 export GST_PLUGIN_PATH="$REL"
 run() {  # name, then the tail of the pipeline after the detector
   local name=$1; shift

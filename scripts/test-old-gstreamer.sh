@@ -23,13 +23,8 @@ fi
 cargo build --workspace --bins --quiet
 EDGE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/cachenet-edge"
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$EDGE_BIN" --model-dir tests/fixtures/tiny --listen "127.0.0.1:$PORT" 2>/dev/null &
-EDGE=$!
-trap 'kill $EDGE 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+. scripts/lib/edge.sh
+start_edge "$EDGE_BIN" tests/fixtures/tiny "$PORT"
 
 cargo fetch --locked >/dev/null   # the root builds offline from the host's registry cache
 in_root bash -euc '

@@ -116,13 +116,28 @@ pub fn attach(
     result: &FrameResult,
     labels: &[String],
 ) -> Result<Option<u32>, glib::BoolError> {
+    add_classification(buffer, result, labels, None)
+}
+
+/// The classification of `result` in the buffer's relation meta, related to detection
+/// `od` when given; None when nothing classified it.
+fn add_classification(
+    buffer: &mut gst::BufferRef,
+    result: &FrameResult,
+    labels: &[String],
+    od: Option<u32>,
+) -> Result<Option<u32>, glib::BoolError> {
     if result.class_id < 0 {
         return Ok(None);
     }
     let (levels, quarks) = classes(result, labels);
     let mut meta = relation_meta(buffer)?;
-    let mtd = meta.add_cls_mtd(&levels, &quarks)?;
-    Ok(Some(mtd.id()))
+    let cls = meta.add_cls_mtd(&levels, &quarks)?.id();
+    if let Some(od) = od {
+        meta.set_relation(RelTypes::CONTAIN, od, cls)?;
+        meta.set_relation(RelTypes::IS_PART_OF, cls, od)?;
+    }
+    Ok(Some(cls))
 }
 
 /// Add an object's `result` as a classification related to its detection `od_id`.
@@ -132,15 +147,7 @@ pub fn attach_to_detection(
     result: &FrameResult,
     labels: &[String],
 ) -> Result<Option<u32>, glib::BoolError> {
-    if result.class_id < 0 {
-        return Ok(None);
-    }
-    let (levels, quarks) = classes(result, labels);
-    let mut meta = relation_meta(buffer)?;
-    let cls = meta.add_cls_mtd(&levels, &quarks)?.id();
-    meta.set_relation(RelTypes::CONTAIN, od_id, cls)?;
-    meta.set_relation(RelTypes::IS_PART_OF, cls, od_id)?;
-    Ok(Some(cls))
+    add_classification(buffer, result, labels, Some(od_id))
 }
 
 /// The classification related to detection `od_id` (IS_PART_OF it), as (top label, level).

@@ -3,8 +3,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use cachenet_core::proto;
@@ -12,26 +10,8 @@ use cachenet_edge::{AppState, Background, Config};
 use gst::prelude::*;
 use prost::Message;
 
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstcachenet::plugin_register_static().unwrap();
-    });
-}
-
-fn tiny() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny")
-}
-
-fn edge() -> Background {
-    let state = AppState::load(Config {
-        model_dirs: vec![tiny()],
-        ..Config::default()
-    })
-    .unwrap();
-    Background::start(state, "127.0.0.1:0").unwrap()
-}
+mod common;
+use common::{edge, init, tiny};
 
 struct H {
     h: gst_check::Harness,

@@ -2,12 +2,8 @@
 //! query, with gst_check::Harness against a real in-process edge server and the tiny fixture
 //! set (dark pixels belong to submodel 0, bright ones to submodel 1).
 
-use std::path::PathBuf;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use cachenet_edge::{AppState, Background, Config};
-use gst::glib;
 use gst::prelude::*;
 use gstcachenet::objects::Bounds;
 use gstcachenet::result::Classification;
@@ -15,26 +11,8 @@ use gstcachenet::result::Classification;
 const W: u32 = 96;
 const H: u32 = 32;
 
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstcachenet::plugin_register_static().unwrap();
-    });
-}
-
-fn tiny() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny")
-}
-
-fn edge() -> Background {
-    let state = AppState::load(Config {
-        model_dirs: vec![tiny()],
-        ..Config::default()
-    })
-    .unwrap();
-    Background::start(state, "127.0.0.1:0").unwrap()
-}
+mod common;
+use common::{edge, init, tiny};
 
 struct Hn {
     h: gst_check::Harness,
@@ -287,9 +265,4 @@ fn latency_query_adds_the_elements_processing_time() {
     assert!(lat > gst::ClockTime::from_mseconds(10), "{lat}");
     assert!(lat < gst::ClockTime::from_mseconds(1000), "{lat}");
     h.push(&[]);
-}
-
-#[allow(dead_code)]
-fn _value(v: impl ToValue) -> glib::Value {
-    v.to_value()
 }

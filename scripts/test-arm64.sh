@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# arm64 (Jetson, Raspberry Pi) from an x86 machine: in a Debian 13 root with multiarch
+# (scripts/lib/debian-root.sh: made once under target/), Debian's Rust (rustc-web/cargo-web 1.96
+# and its arm64 standard library) cross-builds the plugin and cachenet-edge for
+# aarch64-unknown-linux-gnu against Debian's arm64 GStreamer; then qemu-user runs the arm64
+# cachenet-edge on the shipped model set and the arm64 gst-launch-1.0 with the arm64 plugin on the
+# first frames of the grouped Fashion-MNIST replay: frames go through, hits and misses happen,
+# results arrive on the bus. Emulated speed is not a benchmark. Runs as root; nothing on the host
+# changes except target/ and .data/.
+#
+#   scripts/test-arm64.sh [FRAMES]   (default 60)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FRAMES="${1:-60}"
+ROOT="${CACHENET_ARM64_ROOT:-$PWD/target/debian13-arm64}"
+TAG=test-arm64
+. scripts/lib/debian-root.sh
+
+if [ ! -f "$ROOT/.cachenet-ready" ]; then
+  make_root trixie ca-certificates
+  in_root bash -euc 'dpkg --add-architecture arm64 && apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends rustc-web cargo-web libstd-rust-web-dev:arm64 \
+         gcc gcc-aarch64-linux-gnu libc6-dev libc6-dev:arm64 pkgconf qemu-user \
+         libgstreamer1.0-dev:arm64 libgstreamer-plugins-base1.0-dev:arm64 gstreamer1.0-tools:arm64 \
+         gstreamer1.0-plugins-base:arm64 gstreamer1.0-plugins-good:arm64 >/dev/null'
+  touch "$ROOT/.cachenet-ready"
+fi
+
+# The frames (on the host: Python and the dataset are there).
+DATA=".data/replay-grouped-$FRAMES"
+if [ ! -f "$DATA/labels.csv" ]; then
+  (cd models && python3 -m cachenet_train replay --order grouped --seed 0 --limit "$FRAMES" --out "../$DATA") >/dev/null
+fi
+N=$(($(wc -l < "$DATA/labels.csv") - 1))
+
+cargo fetch --locked >/dev/null   # the root builds offline from the host's registry cache
+in_root bash -euc '
+  frames=$1 data=$2 tag=$3
+  cd /src
+  echo "$tag: $(/usr/bin/rustc --version), GStreamer $(PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig pkg-config --modversion gstreamer-1.0) (arm64)"
+  export RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=/src/target/arm64-build
+  export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+  export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+  export PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
+  /usr/bin/cargo build --locked --offline --target aarch64-unknown-linux-gnu -p gst-cachenet -p cachenet-edge
+  out=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/debug
+  file_info() { od -An -tx1 -j18 -N2 "$1" | tr -d " "; }   # ELF e_machine: b700 = aarch64
+  [ "$(file_info "$out/libgstcachenet.so")" = b700 ] && [ "$(file_info "$out/cachenet-edge")" = b700 ] \
+    || { echo "$tag: not aarch64 binaries" >&2; exit 1; }
+  export QEMU_LD_PREFIX=/
+  port=$(( 20000 + RANDOM % 20000 ))
+  qemu-aarch64 "$out/cachenet-edge" --model-dir models/fashion-mnist --listen 127.0.0.1:$port 2>/tmp/edge.log &
+  edge=$!
+  trap "kill $edge 2>/dev/null || true" EXIT
+  ready=no
+  for _ in $(seq 600); do
+    if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then ready=yes; break; fi
+    sleep 0.5
+  done
+  [ $ready = yes ] || { cat /tmp/edge.log; echo "$tag: the arm64 edge did not start" >&2; exit 1; }
+  mkdir -p /tmp/arm64-plugin && cp "$out/libgstcachenet.so" /tmp/arm64-plugin/
+  export GST_PLUGIN_PATH=/tmp/arm64-plugin GST_REGISTRY=/tmp/arm64-registry.bin GST_REGISTRY_FORK=no
+  qemu-aarch64 /usr/bin/gst-inspect-1.0 cachenetclassify | grep -E "^  (Version|Name) " || true
+  start=$(date +%s)
+  qemu-aarch64 /usr/bin/gst-launch-1.0 -m multifilesrc location="$data/frame-%05d.png" index=0 \
+      stop-index=$((frames - 1)) caps="image/png,framerate=30/1" ! pngdec ! videoconvert \
+      ! cachenetclassify edge-url=http://127.0.0.1:$port model-dir=models/fashion-mnist timeout-ms=60000 \
+      ! fakesink > /tmp/out.txt 2>&1 || { tail -30 /tmp/out.txt; exit 1; }
+  results=$(grep -c "cachenet-result" /tmp/out.txt || true)
+  hits=$(grep "cachenet-result" /tmp/out.txt | grep -c "hit=(boolean)true" || true)
+  edge_answers=$(grep "cachenet-result" /tmp/out.txt | grep -c "source=(string)edge" || true)
+  swaps=$(grep -c "cachenet-swap" /tmp/out.txt || true)
+  echo "$tag: $results results for $frames frames in $(( $(date +%s) - start )) s under qemu: $hits hits, $edge_answers answered by the arm64 edge, $swaps submodel swaps"
+  grep "cachenet-result" /tmp/out.txt | sed -n "1p;\$p" | grep -o "label=[^,]*, class-id=[^,]*\|source=[^,]*, hit=[^,]*, submodel=[^,]*" | paste -sd " " -
+  [ "$results" = "$frames" ] && [ "$hits" -gt 0 ] && [ "$edge_answers" -gt 0 ] \
+    || { echo "$tag: expected every frame classified, hits and edge answers" >&2; exit 1; }
+' test-arm64 "$N" "$DATA" "$TAG"
+echo "$TAG: ok"
