@@ -10,6 +10,7 @@ pub mod edge;
 pub mod frame;
 pub mod meta;
 pub mod objects;
+pub mod outbox;
 pub mod result;
 pub mod runtime;
 pub mod store;

@@ -174,6 +174,22 @@ fn post_messages_false_posts_nothing() {
 }
 
 #[test]
+fn an_unread_bus_holds_a_bounded_number_of_messages() {
+    let mut h = local(&[("max-pending-messages", v(5u32))]);
+    for _ in 0..8 {
+        h.push(20);
+    }
+    assert_eq!(h.stat::<u64>("messages-dropped"), 3);
+    let warnings = h.messages("warning");
+    assert_eq!(warnings.len(), 1, "one warning per streak: {warnings:?}");
+    // messages() read the bus: the next results are posted again.
+    h.push(20);
+    h.push(20);
+    assert_eq!(h.messages("cachenet-result").len(), 2);
+    assert_eq!(h.stat::<u64>("messages-dropped"), 3);
+}
+
+#[test]
 fn miss_without_edge_keeps_the_local_answer() {
     let mut h = local(&[]);
     let r = h.push(240); // submodel 0 is unsure about bright frames (H = ln 2 >= 0.5)

@@ -19,6 +19,7 @@ use super::{Mode, Offload, Regions};
 use crate::edge::EdgeClient;
 use crate::frame::{FORMATS, Planes, Preprocessor, crop_rect};
 use crate::objects::{Associator, Filter, Region};
+use crate::outbox::{Admit, Outbox};
 use crate::result::{RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
 use crate::runtime::{self, FRAME_OBJECT, FrameResult, ObjectKey, Runtime, Stats, SwapEvent};
 use crate::store::Store;
@@ -47,6 +48,7 @@ const DEFAULT_TRACK_TIMEOUT: u32 = 30;
 const DEFAULT_INTERVAL: u32 = 1;
 const DEFAULT_UNIQUE_ID: u32 = 0;
 const DEFAULT_SKIP_LATE: bool = true;
+const DEFAULT_MAX_PENDING_MESSAGES: u32 = 1000;
 /// Crop sizes whose scalers are kept (regions=roi).
 const SCALERS_KEPT: usize = 64;
 
@@ -65,6 +67,7 @@ struct Settings {
     ca_file: Option<String>,
     manifest_sha256: Option<String>,
     post_messages: bool,
+    max_pending_messages: u32,
     keep_compiled: bool,
     regions: Regions,
     roi_types: Option<String>,
@@ -92,6 +95,7 @@ impl Default for Settings {
             ca_file: None,
             manifest_sha256: None,
             post_messages: DEFAULT_POST_MESSAGES,
+            max_pending_messages: DEFAULT_MAX_PENDING_MESSAGES,
             keep_compiled: DEFAULT_KEEP_COMPILED,
             regions: DEFAULT_REGIONS,
             roi_types: None,
@@ -119,6 +123,7 @@ struct State {
     scalers: HashMap<(usize, usize), Preprocessor>,
     associator: Associator,
     latency: LatencyMeter,
+    outbox: Outbox,
 }
 
 /// The element's added latency: what the latency query answers (a first estimate from one
@@ -171,6 +176,8 @@ pub struct CacheNetClassify {
     qos_earliest: Mutex<Option<gst::ClockTime>>,
     /// The latency the element adds, in ns (answered to latency queries).
     latency_ns: AtomicU64,
+    /// Messages not posted because `max-pending-messages` were waiting on the bus.
+    messages_dropped: AtomicU64,
 }
 
 #[glib::object_subclass]
@@ -311,6 +318,12 @@ impl ObjectImpl for CacheNetClassify {
                     .default_value(DEFAULT_POST_MESSAGES)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("max-pending-messages")
+                    .nick("Maximum pending messages")
+                    .blurb("With post-messages: while this many of the element's messages wait on the bus unread, further ones are dropped (counted in stats messages-dropped, one warning per streak), so that a bus nobody reads cannot grow without bound; 0: no bound")
+                    .default_value(DEFAULT_MAX_PENDING_MESSAGES)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("keep-compiled")
                     .nick("Keep compiled")
                     .blurb("Keep the compiled plans of evicted submodels in memory, so that an evicted submodel comes back without a download or a compile")
@@ -372,7 +385,7 @@ impl ObjectImpl for CacheNetClassify {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, objects (tracked now), objects-dropped, deferred, reused, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,wait}-us")
+                    .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,wait}-us")
                     .read_only()
                     .build(),
             ]
@@ -401,6 +414,9 @@ impl ObjectImpl for CacheNetClassify {
             "ca-file" => s.ca_file = opt(value),
             "manifest-sha256" => s.manifest_sha256 = opt(value),
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
+            "max-pending-messages" => {
+                s.max_pending_messages = value.get().expect("type checked upstream")
+            }
             "keep-compiled" => s.keep_compiled = value.get().expect("type checked upstream"),
             "regions" => s.regions = value.get().expect("type checked upstream"),
             "roi-types" => s.roi_types = opt(value),
@@ -430,6 +446,7 @@ impl ObjectImpl for CacheNetClassify {
             "ca-file" => s.ca_file.to_value(),
             "manifest-sha256" => s.manifest_sha256.to_value(),
             "post-messages" => s.post_messages.to_value(),
+            "max-pending-messages" => s.max_pending_messages.to_value(),
             "keep-compiled" => s.keep_compiled.to_value(),
             "regions" => s.regions.to_value(),
             "roi-types" => s.roi_types.to_value(),
@@ -440,7 +457,14 @@ impl ObjectImpl for CacheNetClassify {
             "unique-id" => s.unique_id.to_value(),
             "skip-late" => s.skip_late.to_value(),
             "swaps-pending" => (self.generation.swaps_pending() as u32).to_value(),
-            "stats" => stats_structure(&self.stats.lock().unwrap()).to_value(),
+            "stats" => {
+                let mut st = stats_structure(&self.stats.lock().unwrap());
+                st.set(
+                    "messages-dropped",
+                    self.messages_dropped.load(Ordering::Relaxed),
+                );
+                st.to_value()
+            }
             _ => unreachable!("only registered properties are asked for"),
         }
     }
@@ -693,6 +717,7 @@ impl CacheNetClassify {
             skip_late: s.skip_late,
             scalers: HashMap::new(),
             associator: Associator::new(s.track_timeout.max(1) as u64),
+            outbox: Outbox::new(s.max_pending_messages as usize),
             latency: LatencyMeter {
                 recent: VecDeque::new(),
                 last_post: None,
@@ -710,6 +735,7 @@ impl BaseTransformImpl for CacheNetClassify {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
         let state = self.build_state(&settings)?;
+        self.messages_dropped.store(0, Ordering::Relaxed);
         *self.stats.lock().unwrap() = state.runtime.stats();
         *self.state.lock().unwrap() = Some(state);
         Ok(())
@@ -956,11 +982,7 @@ impl CacheNetClassify {
         }
         if post {
             for e in &swaps {
-                let _ = self.obj().post_message(
-                    gst::message::Element::builder(swap_message(e))
-                        .src(&*self.obj())
-                        .build(),
-                );
+                self.post_bounded(&mut state.outbox, swap_message(e));
             }
             let latency_us = started.elapsed().as_micros() as u64;
             for mut s in messages {
@@ -968,12 +990,34 @@ impl CacheNetClassify {
                 s.set("inference-us", inference_us);
                 s.set("pts", pts.map_or(u64::MAX, |p| p.nseconds()));
                 s.set("frame", frame_no);
-                let _ = self
-                    .obj()
-                    .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+                self.post_bounded(&mut state.outbox, s);
             }
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Post an element message unless `max-pending-messages` of ours wait unread on the bus.
+    fn post_bounded(&self, outbox: &mut Outbox, s: gst::Structure) {
+        let msg = gst::message::Element::builder(s).src(&*self.obj()).build();
+        match outbox.admit(msg) {
+            Admit::Post(m) => {
+                let _ = self.obj().post_message(m);
+            }
+            Admit::Dropped { first } => {
+                self.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                if first {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::NoSpaceLeft,
+                        (
+                            "{} messages of this element wait unread on the bus: dropping results \
+                             messages until the application reads it (max-pending-messages)",
+                            outbox.waiting()
+                        )
+                    );
+                }
+            }
+        }
     }
 
     /// The whole frame as one object.
