@@ -2,11 +2,13 @@
 # arm64 (Jetson, Raspberry Pi) from an x86 machine: in a Debian 13 root with multiarch
 # (scripts/lib/debian-root.sh: made once under target/), Debian's Rust (rustc-web/cargo-web 1.96
 # and its arm64 standard library) cross-builds the plugin and cachenet-edge for
-# aarch64-unknown-linux-gnu against Debian's arm64 GStreamer; then qemu-user runs the arm64
-# cachenet-edge on the shipped model set and the arm64 gst-launch-1.0 with the arm64 plugin on the
-# first frames of the grouped Fashion-MNIST replay: frames go through, hits and misses happen,
-# results arrive on the bus. Emulated speed is not a benchmark. Runs as root; nothing on the host
-# changes except target/ and .data/.
+# aarch64-unknown-linux-gnu against Debian's arm64 GStreamer; then, under qemu-user, the arm64
+# cachenet-edge loads the shipped model set and answers /health/ready, and the arm64
+# gst-launch-1.0 with the arm64 plugin classifies the first frames of the grouped Fashion-MNIST
+# replay with the shipped set against the host's cachenet-edge (the emulated edge takes longer
+# than a request may for the full model): frames go through, hits and misses happen, results
+# arrive on the bus. Emulated speed is not a benchmark. Runs as root; nothing on the host changes
+# except target/ and .data/.
 #
 #   scripts/test-arm64.sh [FRAMES]   (default 60)
 set -euo pipefail
@@ -33,9 +35,15 @@ if [ ! -f "$DATA/labels.csv" ]; then
 fi
 N=$(($(wc -l < "$DATA/labels.csv") - 1))
 
+# The edge the element offloads to runs on the host (the root shares its network).
+cargo build --workspace --bins --quiet
+. scripts/lib/edge.sh
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_edge "${CARGO_TARGET_DIR:-$PWD/target}/debug/cachenet-edge" models/fashion-mnist "$PORT"
+
 cargo fetch --locked >/dev/null   # the root builds offline from the host's registry cache
 in_root bash -euc '
-  frames=$1 data=$2 tag=$3
+  frames=$1 data=$2 tag=$3 host_edge=$4
   cd /src
   echo "$tag: $(/usr/bin/rustc --version), GStreamer $(PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig pkg-config --modversion gstreamer-1.0) (arm64)"
   export RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=/src/target/arm64-build
@@ -53,26 +61,32 @@ in_root bash -euc '
   edge=$!
   trap "kill $edge 2>/dev/null || true" EXIT
   ready=no
-  for _ in $(seq 600); do
-    if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then ready=yes; break; fi
-    sleep 0.5
+  for _ in $(seq 300); do
+    if { exec 3<>/dev/tcp/127.0.0.1/$port; } 2>/dev/null; then
+      printf "GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" >&3
+      if head -n1 <&3 | grep -q " 200 "; then ready=yes; exec 3<&-; break; fi
+      exec 3<&-
+    fi
+    sleep 1
   done
-  [ $ready = yes ] || { cat /tmp/edge.log; echo "$tag: the arm64 edge did not start" >&2; exit 1; }
+  [ $ready = yes ] || { cat /tmp/edge.log; echo "$tag: the arm64 edge never answered /health/ready" >&2; exit 1; }
+  echo "$tag: the arm64 cachenet-edge loaded the shipped set and answers /health/ready (200)"
+  kill $edge
   mkdir -p /tmp/arm64-plugin && cp "$out/libgstcachenet.so" /tmp/arm64-plugin/
   export GST_PLUGIN_PATH=/tmp/arm64-plugin GST_REGISTRY=/tmp/arm64-registry.bin GST_REGISTRY_FORK=no
   qemu-aarch64 /usr/bin/gst-inspect-1.0 cachenetclassify | grep -E "^  (Version|Name) " || true
   start=$(date +%s)
   qemu-aarch64 /usr/bin/gst-launch-1.0 -m multifilesrc location="$data/frame-%05d.png" index=0 \
       stop-index=$((frames - 1)) caps="image/png,framerate=30/1" ! pngdec ! videoconvert \
-      ! cachenetclassify edge-url=http://127.0.0.1:$port model-dir=models/fashion-mnist timeout-ms=60000 \
+      ! cachenetclassify edge-url=http://127.0.0.1:$host_edge model-dir=models/fashion-mnist timeout-ms=10000 \
       ! fakesink > /tmp/out.txt 2>&1 || { tail -30 /tmp/out.txt; exit 1; }
   results=$(grep -c "cachenet-result" /tmp/out.txt || true)
   hits=$(grep "cachenet-result" /tmp/out.txt | grep -c "hit=(boolean)true" || true)
   edge_answers=$(grep "cachenet-result" /tmp/out.txt | grep -c "source=(string)edge" || true)
   swaps=$(grep -c "cachenet-swap" /tmp/out.txt || true)
-  echo "$tag: $results results for $frames frames in $(( $(date +%s) - start )) s under qemu: $hits hits, $edge_answers answered by the arm64 edge, $swaps submodel swaps"
+  echo "$tag: $results results for $frames frames in $(( $(date +%s) - start )) s under qemu: $hits hits, $edge_answers answered by the edge, $swaps submodel swaps"
   grep "cachenet-result" /tmp/out.txt | sed -n "1p;\$p" | grep -o "label=[^,]*, class-id=[^,]*\|source=[^,]*, hit=[^,]*, submodel=[^,]*" | paste -sd " " -
   [ "$results" = "$frames" ] && [ "$hits" -gt 0 ] && [ "$edge_answers" -gt 0 ] \
     || { echo "$tag: expected every frame classified, hits and edge answers" >&2; exit 1; }
-' test-arm64 "$N" "$DATA" "$TAG"
+' test-arm64 "$N" "$DATA" "$TAG" "$PORT"
 echo "$TAG: ok"
