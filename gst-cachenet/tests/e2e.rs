@@ -80,6 +80,17 @@ fn start_edge(model_dir: &std::path::Path) -> (Kill, u16) {
     (child, port)
 }
 
+/// The stdout of a finished gst-launch-1.0 that must have succeeded.
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// OpenCV's street video, fetched by `python3 -m cachenet_train fetch vtest` (the test script
 /// does it).
 fn vtest() -> PathBuf {
@@ -270,12 +281,7 @@ fn gst_launch_facedetect_regions_on_real_video() {
         .args(["!", "fakesink"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let field = |l: &str, name: &str| -> String {
         let at = l
             .find(&format!("{name}=("))
@@ -370,12 +376,7 @@ fn gst_launch_against_a_running_cachenet_edge() {
         ])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let results: Vec<&str> = stdout
         .lines()
         .filter(|l| l.contains("cachenet-result"))
