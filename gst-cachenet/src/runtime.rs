@@ -429,10 +429,10 @@ impl Runtime {
             return;
         }
         self.park();
-        let mru = self.cache.ids_mru().first().copied();
         let frame = self.frame;
+        let cache = &self.cache;
         let t = self.tracks.entry(key).or_insert_with(|| Track {
-            active: mru,
+            active: cache.ids_mru().first().copied(),
             last_seen: frame,
             ..Track::default()
         });

@@ -129,8 +129,12 @@ struct State {
 /// The element's added latency: what the latency query answers (a first estimate from one
 /// model run at start, then the 95th percentile of the last frames' processing times), and
 /// when to tell the pipeline that it grew.
+#[derive(Default)]
 struct LatencyMeter {
     recent: VecDeque<u64>,
+    /// Sorted copy of `recent`, reused.
+    sorted: Vec<u64>,
+    frames: u64,
     last_post: Option<Instant>,
 }
 
@@ -144,16 +148,20 @@ impl LatencyMeter {
             self.recent.pop_front();
         }
         self.recent.push_back(took.as_nanos() as u64);
+        self.frames += 1;
+        // The percentile every 10th frame, from 20 frames on.
         if self.recent.len() < 20
+            || !self.frames.is_multiple_of(10)
             || self
                 .last_post
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
         {
             return false;
         }
-        let mut v: Vec<u64> = self.recent.iter().copied().collect();
-        v.sort_unstable();
-        let p95 = v[v.len() * 95 / 100];
+        self.sorted.clear();
+        self.sorted.extend(self.recent.iter().copied());
+        self.sorted.sort_unstable();
+        let p95 = self.sorted[self.sorted.len() * 95 / 100];
         let now = reported.load(Ordering::Relaxed);
         if p95 > now + now / 4 && p95 > now + 1_000_000 {
             reported.store(p95, Ordering::Relaxed);
@@ -718,10 +726,7 @@ impl CacheNetClassify {
             scalers: HashMap::new(),
             associator: Associator::new(s.track_timeout.max(1) as u64),
             outbox: Outbox::new(s.max_pending_messages as usize),
-            latency: LatencyMeter {
-                recent: VecDeque::new(),
-                last_post: None,
-            },
+            latency: LatencyMeter::default(),
         })
     }
 }
@@ -900,7 +905,7 @@ impl CacheNetClassify {
         let mut messages = Vec::new();
         let mut by_meta: HashMap<usize, gst::Structure> = HashMap::new();
         #[cfg(feature = "analytics")]
-        let labels = state.runtime.manifest().labels.clone();
+        let labels = &state.runtime.manifest().labels;
         for (region, result) in &results {
             let mut b =
                 crate::result::fields(RESULT_STRUCTURE, result).field("unique-id", state.unique_id);
@@ -920,7 +925,7 @@ impl CacheNetClassify {
                     roi.add_param(fields.clone());
                     crate::meta::CacheNetMeta::add_structure(buf, fields.clone());
                     #[cfg(feature = "analytics")]
-                    if let Err(e) = crate::analytics::attach(buf, result, &labels) {
+                    if let Err(e) = crate::analytics::attach(buf, result, labels) {
                         gst::warning!(
                             CAT,
                             imp = self,
@@ -933,8 +938,7 @@ impl CacheNetClassify {
                 #[cfg(feature = "analytics")]
                 Some((r, _)) if r.detection.is_some() => {
                     let od = r.detection.expect("matched");
-                    if let Err(e) = crate::analytics::attach_to_detection(buf, od, result, &labels)
-                    {
+                    if let Err(e) = crate::analytics::attach_to_detection(buf, od, result, labels) {
                         gst::warning!(
                             CAT,
                             imp = self,
@@ -1091,9 +1095,9 @@ impl CacheNetClassify {
             return Ok(Vec::new());
         }
         let (info, _) = state.video.as_ref().expect("negotiated");
-        let info = info.clone();
-        let spec = state.runtime.manifest().input.clone();
-        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info)
+        let spec = &state.runtime.manifest().input;
+        let (out_w, out_h, color) = (spec.width, spec.height, spec.color);
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
             .map_err(|_| self.map_error())?;
         let planes = planes(&frame)?;
         let mut budget = state.max_offloads;
@@ -1114,18 +1118,12 @@ impl CacheNetClassify {
             let pre = match state.scalers.entry((rect.w, rect.h)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    Preprocessor::new(
-                        info.format(),
-                        rect.w,
-                        rect.h,
-                        spec.width,
-                        spec.height,
-                        spec.color,
-                    )
-                    .map_err(|e| {
-                        gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
-                        gst::FlowError::NotNegotiated
-                    })?,
+                    Preprocessor::new(info.format(), rect.w, rect.h, out_w, out_h, color).map_err(
+                        |e| {
+                            gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
+                            gst::FlowError::NotNegotiated
+                        },
+                    )?,
                 ),
             };
             pre.run(&planes.crop(info.format(), rect), &mut state.hwc);
