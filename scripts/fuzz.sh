@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Fuzz the inputs the edge server and the element take from the network: InferRequest bodies
-# (protobuf, raw frames, PNG/JPEG) and manifests. Needs the nightly toolchain and cargo-fuzz
-# (installed here when missing). Seeds come from the test fixtures and the shipped set.
+# Fuzz every decoder fed untrusted bytes: what the edge server takes from the network
+# (InferRequest bodies: protobuf, raw frames, PNG/JPEG), what the element takes from the edge
+# (InferResponse bodies, manifests) and from upstream (video frames of every supported format,
+# stride and size, cut short or not). Needs the nightly toolchain and cargo-fuzz (installed here
+# when missing). Seeds: scripts/fuzz_seeds.py and the manifests of the repository.
 #   scripts/fuzz.sh [SECONDS per target, default 300]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-300}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
-mkdir -p target/fuzz-corpus/infer_request target/fuzz-corpus/manifest
+TARGETS="infer_request infer_response manifest frame_mapping"
+mkdir -p target/fuzz-corpus/manifest
 cp tests/fixtures/tiny/manifest.json target/fuzz-corpus/manifest/tiny.json
 cp models/fashion-mnist/manifest.json target/fuzz-corpus/manifest/fashion-mnist.json
-python3 scripts/fuzz_seeds.py target/fuzz-corpus/infer_request
+python3 scripts/fuzz_seeds.py target/fuzz-corpus
 cd fuzz
 failed=0
-for t in infer_request manifest; do
+for t in $TARGETS; do
   echo "fuzz: $t for $SECS s"
   log="../target/fuzz-$t.log"
   if cargo +nightly fuzz run "$t" "../target/fuzz-corpus/$t" -- \

@@ -64,7 +64,7 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
         let bytes = read_verified(dir, f).map_err(|e| e.to_string())?;
         let model = Model::from_bytes(&f.file, &bytes, m.input.shape(), m.labels.len())
             .map_err(|e| e.to_string())?;
-        let session = model.session().map_err(|e| e.to_string())?;
+        let session = model.session();
         let input: Vec<f32> = (0..model.input_len())
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect();

@@ -58,7 +58,7 @@ fn loads_and_runs_the_fixture_set() {
     let c = Classification::from_logits(&sub0.run(&bright).unwrap());
     assert!((c.entropy - 2f32.ln()).abs() < 1e-3 && !c.is_hit(0.5));
     // A session gives the same answer as a one-off run.
-    let mut s = sub0.session().unwrap();
+    let mut s = sub0.session();
     let mut out = Vec::new();
     s.run_into(&dark, &mut out).unwrap();
     assert_eq!(out, sub0.run(&dark).unwrap());

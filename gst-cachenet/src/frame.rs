@@ -71,6 +71,96 @@ pub struct Rect {
     pub h: usize,
 }
 
+/// Bytes per row and rows of each plane of a `width` x `height` frame of `format`: what a
+/// buffer must hold of each plane (its last row need not be padded to the stride). None for a
+/// format the element does not take.
+pub fn plane_rows(format: VideoFormat, width: usize, height: usize) -> Option<PlaneRows> {
+    let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+    let one = |row| PlaneRows {
+        rows: [(row, height), (0, 0), (0, 0)],
+        n: 1,
+    };
+    Some(match layout(format)? {
+        Layout::Packed { bpp, .. } => one(width * bpp),
+        Layout::Gray => one(width),
+        Layout::Yuv420 { interleaved: false } => PlaneRows {
+            rows: [(width, height), (cw, ch), (cw, ch)],
+            n: 3,
+        },
+        Layout::Yuv420 { interleaved: true } => PlaneRows {
+            rows: [(width, height), (2 * cw, ch), (0, 0)],
+            n: 2,
+        },
+    })
+}
+
+/// See [`plane_rows`].
+#[derive(Debug, Clone, Copy)]
+pub struct PlaneRows {
+    rows: [(usize, usize); 3],
+    n: usize,
+}
+
+impl PlaneRows {
+    /// (bytes per row, rows) of each plane.
+    pub fn as_slice(&self) -> &[(usize, usize)] {
+        &self.rows[..self.n]
+    }
+}
+
+/// The planes of the frame of `info` in `data`, the whole buffer `buf` mapped: at the offsets
+/// and strides of the buffer's video meta when it has one (padded rows from a camera driver,
+/// planes anywhere), else of `info`. Every plane is checked to lie inside `data` (its last row
+/// may be unpadded), so that all the scaler reads is in the buffer: a buffer smaller than its
+/// planes, or a negative or too short stride, is an error. (GStreamer maps such a buffer, and
+/// `VideoFrameRef::plane_data` hands out stride x rows bytes whatever the buffer holds.)
+pub fn buffer_planes<'a>(
+    data: &'a [u8],
+    buf: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> Result<Planes<'a>, String> {
+    let meta = buf.meta::<gst_video::VideoMeta>();
+    let (offsets, strides) = match &meta {
+        Some(m) => (m.offset(), m.stride()),
+        None => (info.offset(), info.stride()),
+    };
+    let rows = plane_rows(info.format(), info.width() as usize, info.height() as usize)
+        .ok_or_else(|| format!("unsupported video format {:?}", info.format()))?;
+    let rows = rows.as_slice();
+    if offsets.len() < rows.len() || strides.len() < rows.len() {
+        return Err(format!(
+            "{} planes described for a {:?} frame",
+            offsets.len().min(strides.len()),
+            info.format()
+        ));
+    }
+    let mut p = Planes {
+        data: [&[], &[], &[]],
+        stride: [0; 3],
+    };
+    for (i, &(row, n)) in rows.iter().enumerate() {
+        let stride = usize::try_from(strides[i])
+            .ok()
+            .filter(|&s| s >= row)
+            .ok_or_else(|| format!("plane {i}: stride {} for rows of {row} bytes", strides[i]))?;
+        let start = offsets[i];
+        let end = (n - 1)
+            .checked_mul(stride)
+            .and_then(|v| v.checked_add(start)?.checked_add(row))
+            .filter(|&end| end <= data.len())
+            .ok_or_else(|| {
+                format!(
+                    "plane {i} ({n} rows of {row} bytes, stride {stride}, offset {start}) does \
+                     not fit in a buffer of {} bytes",
+                    data.len()
+                )
+            })?;
+        p.data[i] = &data[start..end];
+        p.stride[i] = stride;
+    }
+    Ok(p)
+}
+
 impl<'a> Planes<'a> {
     /// The planes of the crop `r` of a frame of `format` (no copy: the slices start at the
     /// crop's first pixel and keep the frame's strides). `r` must lie inside the frame and, for
@@ -431,6 +521,68 @@ impl Preprocessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_meta(
+        size: usize,
+        format: VideoFormat,
+        offsets: &[usize],
+        strides: &[i32],
+    ) -> gst::Buffer {
+        gst::init().unwrap();
+        let mut buf = gst::Buffer::from_mut_slice((0..size).map(|i| i as u8).collect::<Vec<_>>());
+        gst_video::VideoMeta::add_full(
+            buf.get_mut().unwrap(),
+            gst_video::VideoFrameFlags::empty(),
+            format,
+            6,
+            4,
+            offsets,
+            strides,
+        )
+        .unwrap();
+        buf
+    }
+
+    #[test]
+    fn buffer_planes_follow_the_video_meta_and_stay_inside_the_buffer() {
+        gst::init().unwrap();
+        let info = gst_video::VideoInfo::builder(VideoFormat::I420, 6, 4)
+            .build()
+            .unwrap();
+        // I420 6x4: Y 4 rows of 6 (stride 8), U and V 2 rows of 3 (stride 4), planes in reverse
+        // order, Y's last row unpadded: 8 + 8 + 8 * 3 + 6 = 46 bytes.
+        let buf = with_meta(46, VideoFormat::I420, &[16, 8, 0], &[8, 4, 4]);
+        let map = buf.map_readable().unwrap();
+        let p = buffer_planes(&map, &buf, &info).unwrap();
+        assert_eq!(p.stride, [8, 4, 4]);
+        assert_eq!((p.data[0][0], p.data[1][0], p.data[2][0]), (16, 8, 0));
+        assert_eq!(
+            (p.data[0].len(), p.data[1].len(), p.data[2].len()),
+            (30, 7, 7)
+        );
+        // One byte short of plane 0's last row.
+        let buf = with_meta(45, VideoFormat::I420, &[16, 8, 0], &[8, 4, 4]);
+        let map = buf.map_readable().unwrap();
+        let e = buffer_planes(&map, &buf, &info).unwrap_err();
+        assert!(e.contains("plane 0") && e.contains("45 bytes"), "{e}");
+        // A stride shorter than a row, a negative stride.
+        for strides in [[5, 4, 4], [8, -4, 4]] {
+            let buf = with_meta(64, VideoFormat::I420, &[0, 32, 48], &strides);
+            let map = buf.map_readable().unwrap();
+            assert!(
+                buffer_planes(&map, &buf, &info)
+                    .unwrap_err()
+                    .contains("stride")
+            );
+        }
+        // Without a meta: the caps' layout (V's last row padded to 4 bytes), checked the same way.
+        let buf = gst::Buffer::from_mut_slice(vec![0u8; info.size() - 2]);
+        let map = buf.map_readable().unwrap();
+        assert!(buffer_planes(&map, &buf, &info).is_err());
+        let buf = gst::Buffer::from_mut_slice(vec![0u8; info.size() - 1]);
+        let map = buf.map_readable().unwrap();
+        assert!(buffer_planes(&map, &buf, &info).is_ok());
+    }
 
     #[test]
     fn downscales_padded_bgrx_to_gray() {

@@ -287,17 +287,14 @@ impl Runtime {
         let mut plans = HashMap::new();
         let mut active = None;
         for (id, model) in initial.into_iter().take(config.cache_size).rev() {
-            let session = model.session().map_err(|e| e.to_string())?;
+            let session = model.session();
             cache.insert(id, session);
             if config.keep_compiled {
                 plans.insert(id, model);
             }
             active = Some(id);
         }
-        let full = match full {
-            Some(m) => Some(m.session().map_err(|e| e.to_string())?),
-            None => None,
-        };
+        let full = full.map(|m| m.session());
         let remote = edge.map(|edge| Remote {
             edge,
             store,
@@ -540,8 +537,8 @@ impl Runtime {
     }
 
     /// Put a compiled submodel into the LRU cache (most recently used).
-    fn insert(&mut self, id: u32, model: Model) -> Result<(), String> {
-        let session = model.session().map_err(|e| e.to_string())?;
+    fn insert(&mut self, id: u32, model: Model) {
+        let session = model.session();
         if self.config.keep_compiled {
             self.plans.insert(id, model);
         }
@@ -553,7 +550,6 @@ impl Runtime {
         {
             store.touch(&s.sha256);
         }
-        Ok(())
     }
 
     /// The edge selected `id`: make it active now if it is ready (cached, or a kept compiled
@@ -565,21 +561,17 @@ impl Runtime {
             return;
         }
         if let Some(model) = self.plans.get(&id).cloned() {
-            match self.insert(id, model) {
-                Ok(()) => {
-                    self.stats.plan_reuses += 1;
-                    self.swap_events.push(SwapEvent {
-                        submodel: id,
-                        fetched: false,
-                        timings: SwapTimings::default(),
-                        bytes: 0,
-                        wait_us: asked.elapsed().as_micros() as u64,
-                    });
-                    self.set_active(id);
-                    return;
-                }
-                Err(e) => self.warnings.push(format!("submodel {id}: {e}")),
-            }
+            self.insert(id, model);
+            self.stats.plan_reuses += 1;
+            self.swap_events.push(SwapEvent {
+                submodel: id,
+                fetched: false,
+                timings: SwapTimings::default(),
+                bytes: 0,
+                wait_us: asked.elapsed().as_micros() as u64,
+            });
+            self.set_active(id);
+            return;
         }
         self.wanted = Some(id);
         if self.fetching.contains_key(&id) {
@@ -684,10 +676,7 @@ impl Runtime {
                     }
                     return;
                 }
-                if let Err(e) = self.insert(id, f.model) {
-                    self.warnings.push(format!("submodel {id}: {e}"));
-                    return;
-                }
+                self.insert(id, f.model);
                 if self.wanted == Some(id) {
                     self.set_active(id);
                 }

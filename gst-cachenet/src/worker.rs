@@ -87,6 +87,36 @@ pub struct Fetched {
     pub traffic: Traffic,
 }
 
+/// An edge's answer checked against the manifest before anything of it is used: a class id and
+/// probabilities for the manifest's labels, finite numbers, and a submodel the manifest lists
+/// with the manifest's sha256.
+pub fn check_response(manifest: &Manifest, response: &proto::InferResponse) -> Result<(), String> {
+    let classes = manifest.labels.len();
+    if response.class_id as usize >= classes {
+        return Err(format!(
+            "edge answered class {} out of range",
+            response.class_id
+        ));
+    }
+    if response.probabilities.len() != classes
+        || !response.probabilities.iter().all(|p| p.is_finite())
+        || !response.entropy.is_finite()
+    {
+        return Err("edge answered malformed probabilities".into());
+    }
+    let id = response.submodel_id;
+    let spec = manifest
+        .submodel(id)
+        .ok_or_else(|| format!("edge selected unknown submodel {id}"))?;
+    if !spec.sha256.eq_ignore_ascii_case(&response.submodel_sha256) {
+        return Err(format!(
+            "edge selected submodel {id} with sha256 {:?}, the manifest says {}",
+            response.submodel_sha256, spec.sha256
+        ));
+    }
+    Ok(())
+}
+
 /// Everything the workers need.
 #[derive(Clone)]
 pub struct Remote {
@@ -117,26 +147,7 @@ impl Remote {
             cached_submodels: cached,
         };
         let (response, traffic) = self.edge.infer(&req)?;
-        if response.class_id as usize >= self.manifest.labels.len() {
-            return Err(format!("edge answered class {} out of range", response.class_id).into());
-        }
-        if response.probabilities.len() != self.manifest.labels.len()
-            || !response.probabilities.iter().all(|p| p.is_finite())
-        {
-            return Err("edge answered malformed probabilities".into());
-        }
-        let id = response.submodel_id;
-        let spec = self
-            .manifest
-            .submodel(id)
-            .ok_or_else(|| format!("edge selected unknown submodel {id}"))?;
-        if !spec.sha256.eq_ignore_ascii_case(&response.submodel_sha256) {
-            return Err(format!(
-                "edge selected submodel {id} with sha256 {:?}, the manifest says {}",
-                response.submodel_sha256, spec.sha256
-            )
-            .into());
-        }
+        check_response(&self.manifest, &response)?;
         Ok(InferOutcome {
             response,
             traffic,

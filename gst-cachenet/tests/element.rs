@@ -166,6 +166,51 @@ fn hit_path_attaches_metadata_and_posts_results() {
     assert_eq!(h.stat::<i32>("active-submodel"), 0);
 }
 
+/// A 16x16 GRAY8 frame of `value` with rows padded to 20 bytes as a video meta describes them,
+/// the last row unpadded, and `cut` bytes short of that.
+fn padded_frame(value: u8, cut: usize) -> gst::Buffer {
+    let size = 20 * 15 + 16 - cut;
+    let mut buf = gst::Buffer::from_mut_slice(vec![value; size]);
+    gst_video::VideoMeta::add_full(
+        buf.get_mut().unwrap(),
+        gst_video::VideoFrameFlags::empty(),
+        gst_video::VideoFormat::Gray8,
+        16,
+        16,
+        &[0],
+        &[20],
+    )
+    .unwrap();
+    buf
+}
+
+#[test]
+fn padded_rows_from_a_video_meta_are_read_and_a_short_buffer_is_an_error() {
+    let mut h = local(&[]);
+    let plain = h.push(240);
+    // Padded rows, the last one unpadded (as a driver may hand them out): the same answer.
+    let out = h.h.push_and_pull(padded_frame(240, 0)).unwrap();
+    let padded = gstcachenet::result::Classification::from_buffer(&out).unwrap();
+    assert_eq!(
+        (padded.class_id, padded.label.as_str()),
+        (plain.class_id, plain.label.as_str())
+    );
+    assert!((padded.entropy - plain.entropy).abs() < 1e-6);
+    // One byte short of its last row: refused with an error that says why, nothing read past
+    // the buffer.
+    assert_eq!(h.h.push(padded_frame(240, 1)), Err(gst::FlowError::Error));
+    let error = std::iter::from_fn(|| h.bus.pop())
+        .find_map(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(format!("{} {:?}", e.error(), e.debug())),
+            _ => None,
+        })
+        .expect("an error message");
+    assert!(
+        error.contains("does not fit in a buffer of 315 bytes"),
+        "{error}"
+    );
+}
+
 #[test]
 fn post_messages_false_posts_nothing() {
     let mut h = local(&[("post-messages", v(false))]);

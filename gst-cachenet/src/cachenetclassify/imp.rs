@@ -17,7 +17,7 @@ use gst_video::prelude::*;
 
 use super::{Mode, Offload, Regions};
 use crate::edge::EdgeClient;
-use crate::frame::{FORMATS, Planes, Preprocessor, crop_rect};
+use crate::frame::{FORMATS, Preprocessor, buffer_planes, crop_rect};
 use crate::objects::{Associator, Filter, Region};
 use crate::outbox::{Admit, Outbox};
 use crate::result::{RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
@@ -858,11 +858,12 @@ impl CacheNetClassify {
             .is_some_and(|rt| rt <= earliest)
     }
 
-    fn map_error(&self) -> gst::FlowError {
+    /// A buffer whose frame cannot be read (not readable, or smaller than its planes).
+    fn map_error(&self, why: &str) -> gst::FlowError {
         gst::element_imp_error!(
             self,
-            gst::StreamError::Failed,
-            ["cannot map the video frame"]
+            gst::StreamError::Format,
+            ("cannot read the video frame: {}", why)
         );
         gst::FlowError::Error
     }
@@ -1036,9 +1037,11 @@ impl CacheNetClassify {
         }
         let (info, pre) = state.video.as_mut().expect("negotiated");
         {
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
-                .map_err(|_| self.map_error())?;
-            pre.run(&planes(&frame)?, &mut state.hwc);
+            let map = buf
+                .map_readable()
+                .map_err(|_| self.map_error("not readable"))?;
+            let planes = buffer_planes(&map, buf, info).map_err(|e| self.map_error(&e))?;
+            pre.run(&planes, &mut state.hwc);
         }
         Ok(state
             .runtime
@@ -1097,9 +1100,10 @@ impl CacheNetClassify {
         let (info, _) = state.video.as_ref().expect("negotiated");
         let spec = &state.runtime.manifest().input;
         let (out_w, out_h, color) = (spec.width, spec.height, spec.color);
-        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
-            .map_err(|_| self.map_error())?;
-        let planes = planes(&frame)?;
+        let map = buf
+            .map_readable()
+            .map_err(|_| self.map_error("not readable"))?;
+        let planes = buffer_planes(&map, buf, info).map_err(|e| self.map_error(&e))?;
         let mut budget = state.max_offloads;
         let mut out = Vec::with_capacity(regions.len());
         for (region, key) in regions.into_iter().zip(keys) {
@@ -1136,21 +1140,4 @@ impl CacheNetClassify {
         }
         Ok(out)
     }
-}
-
-/// The planes of a mapped frame.
-fn planes<'a>(
-    frame: &'a gst_video::VideoFrameRef<&gst::BufferRef>,
-) -> Result<Planes<'a>, gst::FlowError> {
-    let mut p = Planes {
-        data: [&[], &[], &[]],
-        stride: [0; 3],
-    };
-    for i in 0..(frame.n_planes() as usize).min(3) {
-        p.data[i] = frame
-            .plane_data(i as u32)
-            .map_err(|_| gst::FlowError::Error)?;
-        p.stride[i] = frame.plane_stride()[i] as usize;
-    }
-    Ok(p)
 }
