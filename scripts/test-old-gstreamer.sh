@@ -6,18 +6,20 @@
 # cachenet-edge: hits on the cached submodel, a miss answered by the edge, a submodel swap.
 # Runs as root. Nothing on the host changes except target/.
 #
-#   scripts/test-old-gstreamer.sh
+#   CACHENET_DEBIAN11_ROOT=/path scripts/test-old-gstreamer.sh [--root-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="${CACHENET_DEBIAN11_ROOT:-$PWD/target/debian11}"
 TAG=test-old-gstreamer
+ROOT_ID="bullseye gstreamer 1"
 . scripts/lib/debian-root.sh
 
-if [ ! -f "$ROOT/.cachenet-ready" ]; then
+if ! root_ready; then
   make_root bullseye gcc libc6-dev pkgconf ca-certificates libgstreamer1.0-dev \
     libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base gstreamer1.0-tools
-  touch "$ROOT/.cachenet-ready"
+  mark_root_ready
 fi
+[ "${1:-}" = --root-only ] && exit 0
 
 # The edge server runs on the host (the root shares its network).
 cargo build --workspace --bins --quiet
@@ -32,9 +34,9 @@ in_root bash -euc '
   echo "'$TAG': GStreamer $(pkg-config --modversion gstreamer-1.0), $(ldd --version | head -n1)"
   cd /src
   export CARGO_TARGET_DIR=/src/target/debian11-build
-  cargo build --locked --offline -p gst-cachenet --lib
+  cargo build --locked --offline --profile quick -p gst-cachenet --lib
   mkdir -p /tmp/cachenet-plugin
-  cp "$CARGO_TARGET_DIR/debug/libgstcachenet.so" /tmp/cachenet-plugin/
+  cp "$CARGO_TARGET_DIR/quick/libgstcachenet.so" /tmp/cachenet-plugin/
   export GST_PLUGIN_PATH=/tmp/cachenet-plugin GST_REGISTRY=/tmp/cachenet-registry.bin
   gst-inspect-1.0 cachenetclassify | grep -E "^  (Version|Name)|cachenetclassify:" || true
   # 5 black frames then 5 white ones: hits on submodel 0, a miss answered by the edge, submodel 1

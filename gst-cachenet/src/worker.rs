@@ -88,8 +88,8 @@ pub struct Fetched {
 }
 
 /// An edge's answer checked against the manifest before anything of it is used: a class id and
-/// probabilities for the manifest's labels, finite numbers, and a submodel the manifest lists
-/// with the manifest's sha256.
+/// a probability distribution over the manifest's labels, an entropy in range, and a submodel
+/// the manifest lists with the manifest's sha256.
 pub fn check_response(manifest: &Manifest, response: &proto::InferResponse) -> Result<(), String> {
     let classes = manifest.labels.len();
     if response.class_id as usize >= classes {
@@ -98,11 +98,23 @@ pub fn check_response(manifest: &Manifest, response: &proto::InferResponse) -> R
             response.class_id
         ));
     }
+    // A distribution over the manifest's classes (softmax output: sums to 1 up to rounding),
+    // and its entropy, between 0 and ln(classes).
+    let sum: f32 = response.probabilities.iter().sum();
     if response.probabilities.len() != classes
-        || !response.probabilities.iter().all(|p| p.is_finite())
-        || !response.entropy.is_finite()
+        || !response
+            .probabilities
+            .iter()
+            .all(|p| (0.0..=1.0).contains(p))
+        || (sum - 1.0).abs() > 1e-3
     {
         return Err("edge answered malformed probabilities".into());
+    }
+    if !(0.0..=(classes as f32).ln() + 1e-3).contains(&response.entropy) {
+        return Err(format!(
+            "edge answered entropy {} out of range",
+            response.entropy
+        ));
     }
     let id = response.submodel_id;
     let spec = manifest
@@ -446,6 +458,41 @@ pub fn swap_worker(remote: Remote, generation: Generation) -> SwapWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_answers_are_checked_against_the_manifest() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny");
+        let m = Manifest::load(&dir).unwrap();
+        let sub = &m.submodels[1];
+        let n = m.labels.len();
+        let good = proto::InferResponse {
+            class_id: 1,
+            probabilities: (0..n)
+                .map(|i| if i == 1 { 0.9 } else { 0.1 / (n - 1) as f32 })
+                .collect(),
+            entropy: 0.3,
+            submodel_id: sub.id,
+            submodel_sha256: sub.sha256.to_uppercase(),
+            ..Default::default()
+        };
+        check_response(&m, &good).unwrap();
+        let bad = |f: &dyn Fn(&mut proto::InferResponse)| {
+            let mut r = good.clone();
+            f(&mut r);
+            check_response(&m, &r).unwrap_err()
+        };
+        assert!(bad(&|r| r.class_id = n as u32).contains("class"));
+        assert!(bad(&|r| r.probabilities.pop().map(drop).unwrap_or(())).contains("probabilities"));
+        assert!(bad(&|r| r.probabilities[0] = f32::NAN).contains("probabilities"));
+        // Finite but not a distribution: negative, above 1, not summing to 1.
+        assert!(bad(&|r| r.probabilities[0] = -1e30).contains("probabilities"));
+        assert!(bad(&|r| r.probabilities[1] = 3.0).contains("probabilities"));
+        assert!(bad(&|r| r.probabilities[1] = 0.5).contains("probabilities"));
+        assert!(bad(&|r| r.entropy = f32::INFINITY).contains("entropy"));
+        assert!(bad(&|r| r.entropy = (n as f32).ln() + 0.1).contains("entropy"));
+        assert!(bad(&|r| r.submodel_id = 99).contains("unknown submodel"));
+        assert!(bad(&|r| r.submodel_sha256 = "00".into()).contains("sha256"));
+    }
 
     fn doubler(g: &Generation, busy: &Arc<AtomicUsize>) -> Worker<u32, u32> {
         Worker::spawn("test", g.clone(), 4, Some(busy.clone()), |j: u32, _| {

@@ -4,7 +4,11 @@
 # checkout (/src) and the host's Rust toolchain (/opt/rustup, /opt/cargo) bound in. Runs as root;
 # nothing on the host changes except target/.
 #
-# Set before sourcing: ROOT (the root's folder), TAG (the calling script's name, for messages).
+# Set before sourcing: ROOT (the root's folder), TAG (the calling script's name, for messages),
+# ROOT_ID (what the root holds: a root made for another ROOT_ID is made afresh).
+#
+# The roots may live outside the checkout (CI keeps them in a cache folder): each script takes
+# its root's folder from an environment variable, and `--root-only` makes the root and stops.
 
 REPO="$PWD"
 RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
@@ -38,9 +42,11 @@ in_root() { # run a command inside the root, with /proc, /dev, the checkout and 
   ' in_root "$ROOT" "$REPO" "$RUSTUP_HOME" "$CARGO_HOME" "$@"
 }
 
+root_ready() { [ "$(cat "$ROOT/.cachenet-ready" 2>/dev/null)" = "$ROOT_ID" ]; }
+mark_root_ready() { echo "$ROOT_ID" >"$ROOT/.cachenet-ready"; }
+
 # make_root SUITE PACKAGES...: debootstrap SUITE (minbase) into ROOT afresh and install PACKAGES.
-# The caller touches ROOT/.cachenet-ready when the root is complete, and makes it only when that
-# file is missing.
+# The caller runs it only when root_ready fails, and mark_root_ready when the root is complete.
 make_root() {
   local suite=$1; shift
   command -v debootstrap >/dev/null || {
@@ -48,6 +54,7 @@ make_root() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   }
   rm -rf "$ROOT"
+  mkdir -p "$(dirname "$ROOT")"
   echo "$TAG: making a Debian $suite root in $ROOT (a few minutes, once)"
   debootstrap --variant=minbase "$suite" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
     || { tail -20 "$ROOT.debootstrap.log" >&2; exit 1; }
