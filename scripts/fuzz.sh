@@ -3,7 +3,8 @@
 # (InferRequest bodies: protobuf, raw frames, PNG/JPEG), what the element takes from the edge
 # (InferResponse bodies, manifests) and from upstream (video frames of every supported format,
 # stride and size, cut short or not). Needs the nightly toolchain and cargo-fuzz (installed here
-# when missing). Seeds: scripts/fuzz_seeds.py and the manifests of the repository.
+# when missing). The committed seed corpus is fuzz/seeds/ (written by scripts/fuzz_seeds.py, plus
+# the manifests of the repository); the corpus grows under target/fuzz-corpus/.
 #   scripts/fuzz.sh [SECONDS per target, default 300]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,10 +12,10 @@ SECS="${1:-300}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 TARGETS="infer_request infer_response manifest frame_mapping"
-mkdir -p target/fuzz-corpus/manifest
-cp tests/fixtures/tiny/manifest.json target/fuzz-corpus/manifest/tiny.json
-cp models/fashion-mnist/manifest.json target/fuzz-corpus/manifest/fashion-mnist.json
-python3 scripts/fuzz_seeds.py target/fuzz-corpus
+for t in $TARGETS; do
+  mkdir -p "target/fuzz-corpus/$t"
+  cp fuzz/seeds/$t/* "target/fuzz-corpus/$t/"
+done
 cd fuzz
 failed=0
 for t in $TARGETS; do

@@ -1,4 +1,6 @@
-"""Seed corpora of the fuzz targets, under the folder given:
+"""Seed corpora of the fuzz targets, under the folder given (the committed ones: fuzz/seeds,
+`python3 scripts/fuzz_seeds.py fuzz/seeds`; the manifest target's seeds are the repository's
+manifests):
 - infer_request: valid InferRequest bodies (a raw 8x8 gray frame of each brightness class of the
   tiny fixture, and PNG-encoded frames);
 - infer_response: valid InferResponse bodies for the tiny fixture's and the shipped set's
@@ -84,7 +86,7 @@ def frames(out: str) -> None:
         for w, h, pad, flags in ((16, 12, 0, 0), (31, 17, 5, 1), (47, 47, 12, 3)):
             params = bytes([f, w - 1, h - 1, pad, pad // 2, pad, 27, 27, f & 1, 3, 2, w // 2, h // 2,
                             flags])
-            pixels = bytes((x * 37 + f * 11) % 256 for x in range(w * h * 4 + 64))
+            pixels = bytes((x * 37 + f * 11) % 256 for x in range(97))
             open(os.path.join(out, f"format{f}-{w}x{h}"), "wb").write(params + pixels)
 
 
