@@ -241,4 +241,3 @@ impl Session {
         self.model.read_output(&outputs, out)
     }
 }
-
