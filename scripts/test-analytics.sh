@@ -36,8 +36,10 @@ in_root bash -euc '
   echo "test-analytics: GStreamer $(pkg-config --modversion gstreamer-1.0), analytics $(pkg-config --modversion gstreamer-analytics-1.0)"
   cd /src
   export CARGO_TARGET_DIR=/src/target/debian13-build
+  # The element tests start the cachenet-edge binary of the same build for their fault cases.
+  cargo build --locked --offline --profile quick -p cachenet-edge --bin cachenet-edge
   cargo test --locked --offline --profile quick -p gst-cachenet --features tensor-meta --lib --test element
-  cargo clippy --locked --offline -p gst-cachenet --features tensor-meta --all-targets -- -D warnings
+  cargo clippy --locked --offline --profile quick -p gst-cachenet --features tensor-meta --all-targets -- -D warnings
   # The plugin itself (cargo test built the cdylib too), loaded by GStreamer 1.26 in a pipeline.
   mkdir -p /tmp/cachenet-plugin
   cp "$CARGO_TARGET_DIR/quick/deps/libgstcachenet.so" /tmp/cachenet-plugin/

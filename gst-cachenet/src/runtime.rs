@@ -240,6 +240,8 @@ pub struct Runtime {
     /// Fetches asked of the swap worker: id -> when.
     fetching: HashMap<u32, Instant>,
     failed_fetch: HashSet<u32>,
+    /// cache-dir refused the last download (one warning per streak).
+    store_failing: bool,
     remote: Option<Remote>,
     offloader: Option<OffloadWorker>,
     swapper: Option<SwapWorker>,
@@ -327,6 +329,7 @@ impl Runtime {
             asked_by: HashMap::new(),
             fetching: HashMap::new(),
             failed_fetch: HashSet::new(),
+            store_failing: false,
             remote,
             offloader,
             swapper,
@@ -643,6 +646,15 @@ impl Runtime {
         match r {
             Ok(f) => {
                 self.failed_fetch.remove(&id);
+                match (&f.store_error, self.store_failing) {
+                    (Some(e), false) => {
+                        self.warnings
+                            .push(format!("submodel {id} is used but not kept: {e}"));
+                        self.store_failing = true;
+                    }
+                    (None, true) if f.timings.download_us > 0 => self.store_failing = false,
+                    _ => {}
+                }
                 self.stats.fetches += 1;
                 self.stats.bytes_down += f.traffic.down;
                 let t = &mut self.stats.swap;

@@ -22,16 +22,23 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// `cache_dir/<set>`, created if missing; fails if it cannot be written.
-    pub fn open(cache_dir: &Path, set: &str) -> Result<Store, String> {
+    /// `cache_dir/<set>`, created if missing. A folder that cannot be written (read-only, full,
+    /// not a folder) still serves what it holds: the second value says why downloads will not
+    /// be kept.
+    pub fn open(cache_dir: &Path, set: &str) -> (Store, Option<String>) {
         let dir = cache_dir.join(set);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cache-dir {}: {e}", cache_dir.display()))?;
         let probe = dir.join(".write-test");
-        std::fs::write(&probe, b"ok")
-            .map_err(|e| format!("cache-dir {} is not writable: {e}", cache_dir.display()))?;
+        let problem = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&probe, b"ok"))
+            .err();
         let _ = std::fs::remove_file(probe);
-        Ok(Store { dir })
+        let why = problem.map(|e| {
+            format!(
+                "cache-dir {} cannot be written ({e}): submodels are fetched but not kept",
+                cache_dir.display()
+            )
+        });
+        (Store { dir }, why)
     }
 
     fn path(&self, sha256: &str) -> PathBuf {
@@ -99,7 +106,7 @@ mod tests {
     #[test]
     fn corrupt_files_are_dropped() {
         let d = tempfile::tempdir().unwrap();
-        let s = Store::open(d.path(), "set").unwrap();
+        let s = Store::open(d.path(), "set").0;
         let sha = sha256_hex(b"model");
         s.save(&sha, b"model").unwrap();
         assert_eq!(s.load(&sha).unwrap(), b"model");
@@ -110,11 +117,20 @@ mod tests {
     }
 
     #[test]
-    fn unwritable_dir_is_an_error() {
+    fn unwritable_dir_says_why_and_keeps_nothing() {
         let d = tempfile::tempdir().unwrap();
         let file = d.path().join("f");
         std::fs::write(&file, b"x").unwrap();
-        let e = Store::open(&file, "set").unwrap_err();
-        assert!(e.starts_with("cache-dir"), "{e}");
+        // Under a regular file: not writable, whoever runs it (root included).
+        let (s, why) = Store::open(&file, "set");
+        let why = why.unwrap();
+        assert!(
+            why.starts_with("cache-dir") && why.contains("not kept"),
+            "{why}"
+        );
+        let sha = sha256_hex(b"model");
+        assert!(s.save(&sha, b"model").is_err());
+        assert!(s.load(&sha).is_none() && s.recent().is_empty());
+        assert!(Store::open(d.path(), "set").1.is_none());
     }
 }

@@ -85,6 +85,8 @@ pub struct Fetched {
     pub model: Model,
     pub timings: SwapTimings,
     pub traffic: Traffic,
+    /// Why the download could not be written to cache-dir, if it could not.
+    pub store_error: Option<String>,
 }
 
 /// An edge's answer checked against the manifest before anything of it is used: a class id and
@@ -184,6 +186,7 @@ impl Remote {
             .ok_or_else(|| format!("unknown submodel {id}"))?;
         let mut timings = SwapTimings::default();
         let mut traffic = Traffic::default();
+        let mut store_error = None;
         let t = Instant::now();
         let stored = self.store.as_ref().and_then(|s| s.load(&spec.sha256));
         let bytes = match stored {
@@ -206,9 +209,10 @@ impl Remote {
                         spec.sha256
                     ));
                 }
+                // A download that cannot be kept (read-only or full cache-dir) is still used.
                 if let Some(s) = &self.store {
                     let t = Instant::now();
-                    s.save(&spec.sha256, &b)?;
+                    store_error = s.save(&spec.sha256, &b).err();
                     timings.store_us = t.elapsed().as_micros() as u64;
                 }
                 b
@@ -231,6 +235,7 @@ impl Remote {
             model,
             timings,
             traffic,
+            store_error,
         })
     }
 }

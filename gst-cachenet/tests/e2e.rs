@@ -4,80 +4,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+#[path = "common/process.rs"]
+mod process;
+use process::{start_edge, target_dir};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join("debug")
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The `cachenet-edge` process serving `model_dir` on a free loopback port, once ready.
-fn start_edge(model_dir: &std::path::Path) -> (Kill, u16) {
-    let edge_bin = target_dir().join("cachenet-edge");
-    assert!(
-        edge_bin.exists(),
-        "build the workspace first (cargo build --workspace): {}",
-        edge_bin.display()
-    );
-    let port = free_port();
-    let child = Kill(
-        Command::new(&edge_bin)
-            .args([
-                "--model-dir",
-                model_dir.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent
-        .get(format!("http://127.0.0.1:{port}/health/ready"))
-        .call()
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "cachenet-edge never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child, port)
 }
 
 /// The stdout of a finished gst-launch-1.0 that must have succeeded.

@@ -12,6 +12,8 @@ use prost::Message;
 
 mod common;
 use common::{edge, init, tiny};
+#[path = "common/process.rs"]
+mod process;
 
 struct H {
     h: gst_check::Harness,
@@ -493,10 +495,14 @@ fn https_edge_with_a_private_ca() {
 
 /// What a scripted fake edge does: /infer answers "white, submodel 1" after `infer_delay`;
 /// /submodels/1 sends `submodel` (ONNX bytes) after `download_delay`.
+#[derive(Default)]
 struct Script {
     submodel: Vec<u8>,
     infer_delay: Duration,
     download_delay: Duration,
+    /// The first this many infer requests get a 200 with a body that is not an InferResponse.
+    junk_answers: usize,
+    infer_calls: std::sync::atomic::AtomicUsize,
 }
 
 fn serve(mut c: std::net::TcpStream, sha1: &str, script: &Script) {
@@ -522,7 +528,14 @@ fn serve(mut c: std::net::TcpStream, sha1: &str, script: &Script) {
     if r.read_exact(&mut body).is_err() {
         return;
     }
-    let resp = if line.contains("/infer") {
+    let junk = line.contains("/infer")
+        && script
+            .infer_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            < script.junk_answers;
+    let resp = if junk {
+        b"\x00\xffnot protobuf at all".to_vec()
+    } else if line.contains("/infer") {
         std::thread::sleep(script.infer_delay);
         proto::InferResponse {
             class_id: 3,
@@ -581,6 +594,7 @@ fn corrupt_submodel_download_is_rejected_and_the_old_model_kept() {
         submodel: b"corrupt bytes".to_vec(),
         infer_delay: Duration::ZERO,
         download_delay: Duration::ZERO,
+        ..Default::default()
     });
     let mut h = local(&[("edge-url", v(url))]);
     // The edge answers the frame; the download of the submodel it selects fails verification
@@ -611,6 +625,7 @@ fn no_frame_waits_for_a_download_or_a_compile() {
         submodel: real_submodel_1(),
         infer_delay: Duration::ZERO,
         download_delay: Duration::from_millis(1500),
+        ..Default::default()
     });
     let mut h = local(&[("edge-url", v(url)), ("timeout-ms", v(5000u32))]);
     let t = Instant::now();
@@ -648,6 +663,7 @@ fn flush_cancels_the_wait_and_drops_earlier_answers() {
         submodel: real_submodel_1(),
         infer_delay: Duration::from_millis(3000),
         download_delay: Duration::ZERO,
+        ..Default::default()
     });
     let mut h = local(&[("edge-url", v(url)), ("timeout-ms", v(10000u32))]);
     let el = h.el.clone();
@@ -689,6 +705,7 @@ fn async_answer_from_before_a_flush_is_dropped() {
         submodel: real_submodel_1(),
         infer_delay: Duration::from_millis(500),
         download_delay: Duration::ZERO,
+        ..Default::default()
     });
     let mut h = local(&[("edge-url", v(url)), ("offload", v("async"))]);
     let r = h.push(240);
@@ -753,6 +770,134 @@ fn cache_dir_persists_submodels_across_restarts() {
     h.settle();
     assert!(h.push(240).hit);
     assert!(h.stat::<u64>("bytes-down") > 1000);
+}
+
+/// The real edge process killed mid-stream, then started again on the same address: every frame
+/// keeps getting a result while it is away (local, marked degraded, within timeout-ms), one
+/// warning for the outage, and offloading resumes by itself.
+#[test]
+fn edge_process_killed_mid_stream_and_restarted() {
+    let (edge, port) = process::start_edge(&tiny());
+    let url = format!("http://127.0.0.1:{port}");
+    let mut h = local(&[("edge-url", v(url)), ("timeout-ms", v(500u32))]);
+    let r = h.push(240); // a miss the edge answers; submodel 1 is fetched
+    assert_eq!((r.source.as_str(), r.degraded), ("edge", false));
+    h.settle();
+    assert!(h.push(240).hit);
+    drop(edge);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = h.push(20); // submodel 1 is unsure about dark frames: misses, the edge is gone
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "bounded by timeout-ms"
+        );
+        assert_eq!((r.source.as_str(), r.degraded), ("device", true));
+    }
+    let w = h.messages("warning");
+    assert_eq!(w.len(), 1, "one warning per outage: {w:?}");
+    let _edge = process::start_edge_on(&tiny(), port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = h.push(20);
+        if r.source == "edge" {
+            assert!(!r.degraded);
+            break;
+        }
+        assert!(Instant::now() < deadline, "offloading never resumed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An edge answering 200 with a body that is not an InferResponse: frames keep their local
+/// results (degraded), one warning, and the edge's good answers are used again afterwards.
+#[test]
+fn garbage_answers_degrade_then_recover() {
+    let url = scripted_edge(Script {
+        submodel: real_submodel_1(),
+        junk_answers: 2,
+        ..Default::default()
+    });
+    let mut h = local(&[("edge-url", v(url))]);
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.degraded), ("device", true));
+    let w = h.messages("warning");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].get::<String>("text").unwrap().contains("malformed"),
+        "{w:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let r = h.push(240);
+        if r.source == "edge" {
+            assert!(!r.degraded);
+            break;
+        }
+        assert!(r.degraded);
+        assert!(Instant::now() < deadline, "good answers were never used");
+    }
+    assert!(h.messages("warning").is_empty(), "one warning per streak");
+}
+
+/// A cache-dir that cannot be written (here a path under a regular file, which not even root
+/// can write): a warning at start, and submodels are fetched and used all the same.
+#[test]
+fn unwritable_cache_dir_warns_and_still_swaps() {
+    let e = edge();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let cache = file.join("cache");
+    let mut h = harness(&[
+        ("edge-url", v(e.url())),
+        ("model-set", v("tiny")),
+        ("cache-dir", v(cache.to_str().unwrap())),
+    ]);
+    let w = h.messages("warning");
+    assert!(
+        w.iter().any(|s| s
+            .get::<String>("text")
+            .unwrap()
+            .contains("cannot be written")),
+        "{w:?}"
+    );
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+    h.settle();
+    assert!(h.push(240).hit);
+}
+
+/// cache-dir failing at run time (the set's folder replaced by a file after start: every write
+/// fails, as on a full disk): the downloaded submodel is used anyway, with one warning.
+#[test]
+fn cache_dir_write_errors_at_run_time_keep_the_download_in_use() {
+    let e = edge();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(&[
+        ("edge-url", v(e.url())),
+        ("model-set", v("tiny")),
+        ("cache-dir", v(dir.path().to_str().unwrap())),
+    ]);
+    let set = dir.path().join("tiny");
+    std::fs::remove_dir_all(&set).unwrap();
+    std::fs::write(&set, b"not a folder").unwrap();
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+    h.settle();
+    let r = h.push(240);
+    assert!(r.hit && r.submodel == 1, "used though it could not be kept");
+    let w: Vec<String> = h
+        .messages("warning")
+        .iter()
+        .map(|s| s.get::<String>("text").unwrap())
+        .collect();
+    assert_eq!(
+        w.iter().filter(|t| t.contains("not kept")).count(),
+        1,
+        "{w:?}"
+    );
 }
 
 fn start_error(props: &[(&str, glib::Value)]) -> String {
@@ -830,12 +975,6 @@ fn bad_settings_fail_start_with_a_clear_message() {
         ("edge-url", v("ftp://x")),
     ]);
     assert!(e.contains("edge-url"), "{e}");
-    let file = tempfile::NamedTempFile::new().unwrap();
-    let e = start_error(&[
-        ("model-dir", v(tiny().to_str().unwrap())),
-        ("cache-dir", v(file.path().to_str().unwrap())),
-    ]);
-    assert!(e.contains("cache-dir"), "{e}");
     let e = start_error(&[
         ("model-dir", v(tiny().to_str().unwrap())),
         ("mode", v("edge")),

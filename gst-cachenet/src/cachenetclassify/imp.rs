@@ -629,10 +629,13 @@ impl CacheNetClassify {
             }
             None => None,
         };
-        let store = match &s.cache_dir {
-            Some(d) => Some(Store::open(Path::new(d), &set).map_err(settings_error)?),
-            None => None,
-        };
+        let store = s.cache_dir.as_ref().map(|d| {
+            let (store, why) = Store::open(Path::new(d), &set);
+            if let Some(why) = why {
+                gst::element_imp_warning!(self, gst::ResourceError::OpenWrite, ("{}", why));
+            }
+            store
+        });
         let manifest = match (&local, &edge) {
             (Some(l), _) => l.manifest.clone(),
             (None, Some(e)) => self.edge_manifest(e, store.as_ref(), pin, &set)?,
