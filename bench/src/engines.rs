@@ -1,5 +1,5 @@
 //! The inference engine against onnxruntime: each classifier of a model set timed with tract
-//! (as the element runs it: one thread, a reused session) and with onnxruntime (one thread,
+//! (as the element runs it: one thread, a reused output buffer) and with onnxruntime (one thread,
 //! through python3) on the same file.
 
 use std::path::Path;
@@ -59,34 +59,29 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     let m = Manifest::load(dir).map_err(|e| e.to_string())?;
     let mut files = vec![m.full_model.clone()];
     files.extend(m.submodels.iter().map(|s| s.model_file()));
-    let mut sessions = Vec::new();
+    let mut models = Vec::new();
     for f in &files {
         let bytes = read_verified(dir, f).map_err(|e| e.to_string())?;
         let model = Model::from_bytes(&f.file, &bytes, m.input.shape(), m.labels.len())
             .map_err(|e| e.to_string())?;
-        let session = model.session();
         let input: Vec<f32> = (0..model.input_len())
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect();
-        sessions.push((session, input));
+        models.push((model, input));
     }
     let mut tract: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
     let mut onnx: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
     let mut ort_ok = true;
     for _ in 0..ROUNDS {
-        for (k, (session, input)) in sessions.iter_mut().enumerate() {
+        for (k, (model, input)) in models.iter().enumerate() {
             let mut out = Vec::new();
             for _ in 0..10 {
-                session
-                    .run_into(input, &mut out)
-                    .map_err(|e| e.to_string())?;
+                model.run_into(input, &mut out).map_err(|e| e.to_string())?;
             }
             let mut ts = Vec::with_capacity(runs);
             for _ in 0..runs {
                 let t = Instant::now();
-                session
-                    .run_into(input, &mut out)
-                    .map_err(|e| e.to_string())?;
+                model.run_into(input, &mut out).map_err(|e| e.to_string())?;
                 ts.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             tract[k].push(median(ts));

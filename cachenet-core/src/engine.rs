@@ -1,7 +1,7 @@
 //! ONNX inference with tract. This is the only module of the project that calls tract.
 //!
 //! A [`Model`] is loaded and optimised once for a fixed `1xCxHxW` input and can be shared
-//! between threads (`Arc`). A [`Session`] runs it repeatedly into a reused output buffer.
+//! between threads (`Arc`); [`Model::run_into`] runs it into a reused output buffer.
 //!
 //! Each run spawns its tract state and drops it on the thread that ran it. tract keeps a
 //! state's matrix-multiply scratch in the running thread's thread-locals, keyed by the state,
@@ -198,46 +198,22 @@ impl Model {
         Ok(())
     }
 
-    /// Run once (thread-safe; allocates a fresh state).
-    pub fn run(&self, input: &[f32]) -> Result<Vec<f32>> {
+    /// Run on `input` and write the flat output into `out` (reused: no allocation for it).
+    /// Thread-safe: each run spawns its tract state on the calling thread (see the module's
+    /// documentation).
+    pub fn run_into(&self, input: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let t = self.tensor(input)?;
         let outputs = self
             .plan
             .run(tvec!(t.into()))
             .map_err(|e| self.infer_err(e))?;
+        self.read_output(&outputs, out)
+    }
+
+    /// Run once into a new vector.
+    pub fn run(&self, input: &[f32]) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(self.output_len);
-        self.read_output(&outputs, &mut out)?;
+        self.run_into(input, &mut out)?;
         Ok(out)
-    }
-
-    /// A session for repeated runs into a reused output buffer.
-    pub fn session(&self) -> Session {
-        Session {
-            model: self.clone(),
-        }
-    }
-}
-
-/// Repeated runs of one [`Model`]; each run's tract state lives and dies on the calling thread
-/// (see the module's documentation).
-#[derive(Debug, Clone)]
-pub struct Session {
-    model: Model,
-}
-
-impl Session {
-    pub fn model(&self) -> &Model {
-        &self.model
-    }
-
-    /// Run on `input` and write the flat output into `out`.
-    pub fn run_into(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<()> {
-        let t = self.model.tensor(input)?;
-        let outputs = self
-            .model
-            .plan
-            .run(tvec!(t.into()))
-            .map_err(|e| self.model.infer_err(e))?;
-        self.model.read_output(&outputs, out)
     }
 }

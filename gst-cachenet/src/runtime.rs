@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cachenet_core::cache::SubmodelCache;
-use cachenet_core::engine::{Model, Session};
+use cachenet_core::engine::Model;
 use cachenet_core::manifest::Manifest;
 use cachenet_core::maths::Classification;
 use cachenet_core::preprocess::normalize_into;
@@ -223,8 +223,8 @@ pub struct SwapEvent {
 pub struct Runtime {
     manifest: Arc<Manifest>,
     config: Config,
-    full: Option<Session>,
-    cache: SubmodelCache<Session>,
+    full: Option<Model>,
+    cache: SubmodelCache<Model>,
     /// Compiled plans of every submodel seen (when keep_compiled).
     plans: HashMap<u32, Model>,
     /// The current object's active submodel and wanted one (the rest of its state, and every
@@ -289,14 +289,12 @@ impl Runtime {
         let mut plans = HashMap::new();
         let mut active = None;
         for (id, model) in initial.into_iter().take(config.cache_size).rev() {
-            let session = model.session();
-            cache.insert(id, session);
             if config.keep_compiled {
-                plans.insert(id, model);
+                plans.insert(id, model.clone());
             }
+            cache.insert(id, model);
             active = Some(id);
         }
-        let full = full.map(|m| m.session());
         let remote = edge.map(|edge| Remote {
             edge,
             store,
@@ -517,8 +515,8 @@ impl Runtime {
 
     fn run_cached(&mut self, id: u32) -> Option<Classification> {
         let t = Instant::now();
-        let session = self.cache.get_mut(id)?;
-        let r = session.run_into(&self.tensor, &mut self.logits);
+        let model = self.cache.get_mut(id)?;
+        let r = model.run_into(&self.tensor, &mut self.logits);
         self.stats.device_time_us += t.elapsed().as_micros() as u64;
         match r {
             Ok(()) => Some(Classification::from_logits(&self.logits)),
@@ -541,11 +539,10 @@ impl Runtime {
 
     /// Put a compiled submodel into the LRU cache (most recently used).
     fn insert(&mut self, id: u32, model: Model) {
-        let session = model.session();
         if self.config.keep_compiled {
-            self.plans.insert(id, model);
+            self.plans.insert(id, model.clone());
         }
-        if self.cache.insert(id, session).is_some() {
+        if self.cache.insert(id, model).is_some() {
             self.stats.evictions += 1;
         }
         if let Some(store) = self.remote.as_ref().and_then(|o| o.store.as_ref())
@@ -783,7 +780,7 @@ impl Runtime {
         let r = match self.config.mode {
             Mode::Device => self
                 .full
-                .as_mut()
+                .as_ref()
                 .map(|f| f.run_into(&self.tensor, &mut self.logits)),
             _ => self
                 .active
@@ -822,7 +819,7 @@ impl Runtime {
         match self.config.mode {
             Mode::Device => {
                 let t = Instant::now();
-                let full = self.full.as_mut().expect("checked in new()");
+                let full = self.full.as_ref().expect("checked in new()");
                 let r = full.run_into(&self.tensor, &mut self.logits);
                 self.stats.device_time_us += t.elapsed().as_micros() as u64;
                 match r {

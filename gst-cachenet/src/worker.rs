@@ -487,7 +487,7 @@ mod tests {
             check_response(&m, &r).unwrap_err()
         };
         assert!(bad(&|r| r.class_id = n as u32).contains("class"));
-        assert!(bad(&|r| r.probabilities.pop().map(drop).unwrap_or(())).contains("probabilities"));
+        assert!(bad(&|r| r.probabilities.truncate(n - 1)).contains("probabilities"));
         assert!(bad(&|r| r.probabilities[0] = f32::NAN).contains("probabilities"));
         // Finite but not a distribution: negative, above 1, not summing to 1.
         assert!(bad(&|r| r.probabilities[0] = -1e30).contains("probabilities"));
