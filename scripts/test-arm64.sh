@@ -37,7 +37,8 @@ if ! root_ready; then
     && apt-get install -y -qq --no-install-recommends rustc-web cargo-web libstd-rust-web-dev:arm64 \
          gcc gcc-aarch64-linux-gnu libc6-dev libc6-dev:arm64 pkgconf qemu-user \
          libgstreamer1.0-dev:arm64 libgstreamer-plugins-base1.0-dev:arm64 gstreamer1.0-tools:arm64 \
-         gstreamer1.0-plugins-base:arm64 gstreamer1.0-plugins-good:arm64 >/dev/null'
+         gstreamer1.0-plugins-base:arm64 gstreamer1.0-plugins-good:arm64 >/dev/null \
+    && apt-get clean'
   mark_root_ready
 fi
 [ $MODE = root ] && exit 0

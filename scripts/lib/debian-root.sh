@@ -59,4 +59,5 @@ make_root() {
   debootstrap --variant=minbase "$suite" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
     || { tail -20 "$ROOT.debootstrap.log" >&2; exit 1; }
   in_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  in_root apt-get clean   # the downloaded packages: hundreds of MB a root
 }
