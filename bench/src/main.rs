@@ -667,15 +667,16 @@ fn real_main() -> Result<(), String> {
     if !swap_rows.is_empty() {
         md.push_str(
             "\nSwap costs (medians per fetched submodel; device work = verify + store + parse + \
-             optimise + first run, on the swap worker; wait = miss to submodel usable):\n\n\
-             | run | fetched | kept plans reused | download | verify | store | parse | optimise | first run | device work | wait |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|\n",
+             optimise + first run on the swap worker, wall clock under the quota; device CPU = the \
+             same work as the worker thread's CPU time; wait = miss to submodel usable):\n\n\
+             | run | fetched | kept plans reused | download | verify | store | parse | optimise | first run | device work | device CPU | wait |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for (name, r) in &swap_rows {
             let s = &r.swap_costs;
             let ms = |us: u64| format!("{:.1} ms", us as f64 / 1000.0);
             md.push_str(&format!(
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 s.fetched,
                 s.plan_reuses,
                 ms(s.median_download_us),
@@ -685,6 +686,7 @@ fn real_main() -> Result<(), String> {
                 ms(s.median_optimise_us),
                 ms(s.median_first_run_us),
                 ms(s.median_device_work_us),
+                ms(s.median_device_cpu_us),
                 ms(s.median_wait_us)
             ));
         }

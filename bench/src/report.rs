@@ -56,6 +56,8 @@ pub struct SwapMsg {
     pub parse_us: u64,
     pub optimise_us: u64,
     pub first_run_us: u64,
+    /// The swap worker's CPU time for verify .. first run.
+    pub cpu_us: u64,
     /// From the miss that asked for it to the frame where it became usable.
     pub wait_us: u64,
 }
@@ -76,6 +78,7 @@ pub fn parse_swaps(text: &str) -> Vec<SwapMsg> {
                 parse_us: num(l, "parse-us"),
                 optimise_us: num(l, "optimise-us"),
                 first_run_us: num(l, "first-run-us"),
+                cpu_us: num(l, "cpu-us"),
                 wait_us: num(l, "wait-us"),
             })
         })
@@ -93,8 +96,11 @@ pub struct SwapSummary {
     pub median_parse_us: u64,
     pub median_optimise_us: u64,
     pub median_first_run_us: u64,
-    /// Device CPU work of a swap: verify + store + parse + optimise + first run.
+    /// Device work of a swap, wall clock: verify + store + parse + optimise + first run (under
+    /// a CPU quota it holds the throttled periods).
     pub median_device_work_us: u64,
+    /// The same work as the device's CPU time (the swap worker thread's run time).
+    pub median_device_cpu_us: u64,
     /// Miss to new submodel usable (wall clock, network included).
     pub median_wait_us: u64,
 }
@@ -122,6 +128,7 @@ pub fn summarize_swaps(swaps: &[SwapMsg]) -> SwapSummary {
         median_device_work_us: m(&|s| {
             s.verify_us + s.store_us + s.parse_us + s.optimise_us + s.first_run_us
         }),
+        median_device_cpu_us: m(&|s| s.cpu_us),
         median_wait_us: m(&|s| s.wait_us),
     }
 }

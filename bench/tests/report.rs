@@ -77,7 +77,7 @@ fn summary_numbers() {
 #[test]
 fn swap_messages_and_medians() {
     let text = "\
-Got message #1 from element \"cachenetclassify0\" (element): cachenet-swap, submodel=(uint)2, fetched=(boolean)true, bytes=(guint64)1000, download-us=(guint64)300, verify-us=(guint64)10, store-us=(guint64)0, parse-us=(guint64)500, optimise-us=(guint64)900, first-run-us=(guint64)90, wait-us=(guint64)2000;
+Got message #1 from element \"cachenetclassify0\" (element): cachenet-swap, submodel=(uint)2, fetched=(boolean)true, bytes=(guint64)1000, download-us=(guint64)300, verify-us=(guint64)10, store-us=(guint64)0, parse-us=(guint64)500, optimise-us=(guint64)900, first-run-us=(guint64)90, cpu-us=(guint64)1200, wait-us=(guint64)2000;
 Got message #2 from element \"cachenetclassify0\" (element): cachenet-swap, submodel=(uint)1, fetched=(boolean)false, bytes=(guint64)0, download-us=(guint64)0, verify-us=(guint64)0, store-us=(guint64)0, parse-us=(guint64)0, optimise-us=(guint64)0, first-run-us=(guint64)0, wait-us=(guint64)5;
 ";
     let s = cachenet_bench::report::parse_swaps(text);
@@ -86,5 +86,6 @@ Got message #2 from element \"cachenetclassify0\" (element): cachenet-swap, subm
     let m = cachenet_bench::report::summarize_swaps(&s);
     assert_eq!((m.fetched, m.plan_reuses), (1, 1));
     assert_eq!(m.median_device_work_us, 10 + 500 + 900 + 90);
+    assert_eq!((s[0].cpu_us, m.median_device_cpu_us), (1200, 1200));
     assert_eq!(m.median_wait_us, 2000);
 }

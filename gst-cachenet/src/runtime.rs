@@ -661,6 +661,7 @@ impl Runtime {
                 t.parse_us += f.timings.parse_us;
                 t.optimise_us += f.timings.optimise_us;
                 t.first_run_us += f.timings.first_run_us;
+                t.cpu_us += f.timings.cpu_us;
                 let wait_us = asked.map_or(0, |a| a.elapsed().as_micros() as u64);
                 self.stats.swap_wait_us += wait_us;
                 self.swap_events.push(SwapEvent {

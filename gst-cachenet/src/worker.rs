@@ -65,6 +65,10 @@ pub struct SwapTimings {
     pub optimise_us: u64,
     /// The first run on a zero frame (allocations, caches).
     pub first_run_us: u64,
+    /// The device's CPU time for verify, store, parse, optimise and first run: what the swap
+    /// worker's thread ran (0 where the system does not report it). The phases above are wall
+    /// clock: under a CPU quota they also hold the periods the device was throttled.
+    pub cpu_us: u64,
 }
 
 impl SwapTimings {
@@ -187,6 +191,7 @@ impl Remote {
         let mut timings = SwapTimings::default();
         let mut traffic = Traffic::default();
         let mut store_error = None;
+        let mut cpu_start = thread_cpu_ns();
         let t = Instant::now();
         let stored = self.store.as_ref().and_then(|s| s.load(&spec.sha256));
         let bytes = match stored {
@@ -199,6 +204,7 @@ impl Remote {
                 traffic = tr;
                 timings.download_us = t.elapsed().as_micros() as u64;
                 cancelled()?;
+                cpu_start = thread_cpu_ns();
                 let t = Instant::now();
                 let actual = sha256_hex(&b);
                 timings.verify_us = t.elapsed().as_micros() as u64;
@@ -230,6 +236,9 @@ impl Remote {
             .run(&zeros)
             .map_err(|e| format!("submodel {id} rejected: {e}"))?;
         timings.first_run_us = t.elapsed().as_micros() as u64;
+        if let (Some(a), Some(b)) = (cpu_start, thread_cpu_ns()) {
+            timings.cpu_us = b.saturating_sub(a) / 1000;
+        }
         Ok(Fetched {
             id,
             model,
@@ -238,6 +247,12 @@ impl Remote {
             store_error,
         })
     }
+}
+
+/// CPU time the calling thread has run, in nanoseconds (the thread's CPU clock).
+pub fn thread_cpu_ns() -> Option<u64> {
+    let t = cpu_time::ThreadTime::try_now().ok()?;
+    u64::try_from(t.as_duration().as_nanos()).ok()
 }
 
 /// A job tagged with the generation it was asked in.
@@ -463,6 +478,20 @@ pub fn swap_worker(remote: Remote, generation: Generation) -> SwapWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_cpu_time_counts_this_threads_work_only() {
+        let before = thread_cpu_ns().expect("the thread CPU clock");
+        // Another thread's work is not this thread's.
+        std::thread::spawn(|| (0..2_000_000u64).map(std::hint::black_box).sum::<u64>())
+            .join()
+            .unwrap();
+        let idle = thread_cpu_ns().unwrap() - before;
+        let sum: u64 = (0..20_000_000u64).map(std::hint::black_box).sum();
+        assert!(sum > 0);
+        let busy = thread_cpu_ns().unwrap() - before - idle;
+        assert!(busy > idle, "busy {busy} ns, idle {idle} ns");
+    }
 
     #[test]
     fn edge_answers_are_checked_against_the_manifest() {

@@ -650,6 +650,17 @@ fn no_frame_waits_for_a_download_or_a_compile() {
         .sum();
     assert!(h.stat::<u64>("swap-download-us") >= 1_500_000);
     assert!(phases >= h.stat::<u64>("swap-download-us"));
+    // The device's CPU time for the work after the download: some, and no more than its wall
+    // clock (1 ms for the clocks' rounding).
+    let work: u64 = ["verify", "store", "parse", "optimise", "first-run"]
+        .iter()
+        .map(|p| h.stat::<u64>(&format!("swap-{p}-us")))
+        .sum();
+    let cpu = h.stat::<u64>("swap-cpu-us");
+    assert!(
+        cpu > 0 && cpu <= work + 1000,
+        "cpu {cpu} us, work {work} us"
+    );
     let swaps = h.messages("cachenet-swap");
     assert_eq!(swaps.len(), 1);
     assert_eq!(swaps[0].get::<u32>("submodel").unwrap(), 1);

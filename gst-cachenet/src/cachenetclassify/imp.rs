@@ -233,6 +233,7 @@ fn swap_fields(
         ("parse", t.parse_us),
         ("optimise", t.optimise_us),
         ("first-run", t.first_run_us),
+        ("cpu", t.cpu_us),
         ("wait", wait_us),
     ]
     .into_iter()
@@ -393,7 +394,7 @@ impl ObjectImpl for CacheNetClassify {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,wait}-us")
+                    .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,cpu,wait}-us (cpu: the device CPU time of the swaps' work, from verify to first run)")
                     .read_only()
                     .build(),
             ]
