@@ -50,6 +50,12 @@ fn load_file(dir: &Path, entry: &ModelFile, shape: [usize; 4], output_len: usize
     Model::from_bytes(&name, &bytes, shape, output_len)
 }
 
+/// Load the classifier `entry` of the model set in `dir` described by `manifest` (its size and
+/// sha256 checked against the manifest). A device loads only the models its mode runs.
+pub fn load_local(dir: &Path, manifest: &Manifest, entry: &ModelFile) -> Result<Model> {
+    load_file(dir, entry, manifest.input.shape(), manifest.labels.len())
+}
+
 impl ModelSet {
     /// Load `dir`: manifest, sha256 and size of every file, ONNX shapes.
     pub fn load(dir: &Path) -> Result<ModelSet> {

@@ -1003,8 +1003,43 @@ fn bad_settings_fail_start_with_a_clear_message() {
         let f = f.unwrap();
         std::fs::copy(f.path(), corrupt.path().join(f.file_name())).unwrap();
     }
+    // A device loads only what its mode runs: the full model in device mode, the first
+    // submodel otherwise; each is checked against the manifest.
     std::fs::write(corrupt.path().join("full.onnx"), b"junk").unwrap();
-    let e = start_error(&[("model-dir", v(corrupt.path().to_str().unwrap()))]);
+    let dir = corrupt.path().to_str().unwrap();
+    let e = start_error(&[("model-dir", v(dir)), ("mode", v("device"))]);
+    assert!(e.contains("full.onnx"), "{e}");
+    std::fs::write(corrupt.path().join("submodel-0.onnx"), b"junk").unwrap();
+    let e = start_error(&[("model-dir", v(dir))]);
+    assert!(e.contains("submodel-0.onnx"), "{e}");
+}
+
+/// A camera's model-dir needs only what its mode runs: without the full model (nor the other
+/// submodels) the element classifies with the first submodel.
+#[test]
+fn model_dir_needs_only_what_the_mode_runs() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["manifest.json", "submodel-0.onnx"] {
+        std::fs::copy(tiny().join(f), dir.path().join(f)).unwrap();
+    }
+    let el = gst::ElementFactory::make("cachenetclassify")
+        .property("model-dir", dir.path().to_str().unwrap())
+        .property_from_str("mode", "submodel-only")
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=8,height=8,framerate=30/1");
+    h.play();
+    h.push(gst::Buffer::from_mut_slice(vec![20u8; 64])).unwrap();
+    let out = h.pull().unwrap();
+    let r = gstcachenet::result::Classification::from_buffer(&out).expect("a result");
+    assert_eq!((r.source.as_str(), r.submodel), ("device", 0));
+    assert!(r.class_id >= 0 && !r.degraded, "{r:?}");
+    let e = start_error(&[
+        ("model-dir", v(dir.path().to_str().unwrap())),
+        ("mode", v("device")),
+    ]);
     assert!(e.contains("full.onnx"), "{e}");
 }
 

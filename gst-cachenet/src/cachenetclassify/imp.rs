@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use cachenet_core::manifest::Manifest;
-use cachenet_core::modelset::{ModelSet, load_classifier};
+use cachenet_core::manifest::{Manifest, ModelFile};
+use cachenet_core::modelset::{load_classifier, load_local};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -589,14 +589,20 @@ impl CacheNetClassify {
                 "manifest-sha256 {p:?} is not a sha256 (64 hex digits)"
             )));
         }
+        // The local model set: its manifest now, and later only the models this mode runs (the
+        // full model in device mode, the first submodel in cachenet and submodel-only modes when
+        // cache-dir has none): a camera needs no more of the set than that, on disk or in memory.
         let local = match &s.model_dir {
             Some(d) => {
-                let set = ModelSet::load(Path::new(d))
+                let (manifest, bytes) = Manifest::load_with_bytes(Path::new(d))
                     .map_err(|e| settings_error(format!("model-dir: {e}")))?;
-                check_pin(pin, &set.manifest_bytes, "model-dir").map_err(settings_error)?;
-                Some(set)
+                check_pin(pin, &bytes, "model-dir").map_err(settings_error)?;
+                Some((Path::new(d), manifest))
             }
             None => None,
+        };
+        let load = |(dir, manifest): &(&Path, Manifest), entry: &ModelFile| {
+            load_local(dir, manifest, entry).map_err(|e| settings_error(format!("model-dir: {e}")))
         };
         if local.is_none() && s.edge_url.is_none() {
             return Err(settings_error(
@@ -604,14 +610,14 @@ impl CacheNetClassify {
             ));
         }
         let set = match (&s.model_set, &local) {
-            (Some(n), Some(l)) if n != l.name() => {
+            (Some(n), Some((_, l))) if *n != l.name => {
                 return Err(settings_error(format!(
                     "model-set {n:?} does not match the set in model-dir ({:?})",
-                    l.name()
+                    l.name
                 )));
             }
             (Some(n), _) => n.clone(),
-            (None, Some(l)) => l.name().to_string(),
+            (None, Some((_, l))) => l.name.clone(),
             (None, None) => {
                 return Err(settings_error(
                     "model-set: name the model set to ask the edge for",
@@ -638,7 +644,7 @@ impl CacheNetClassify {
             store
         });
         let manifest = match (&local, &edge) {
-            (Some(l), _) => l.manifest.clone(),
+            (Some((_, l)), _) => l.clone(),
             (None, Some(e)) => self.edge_manifest(e, store.as_ref(), pin, &set)?,
             (None, None) => unreachable!("checked above"),
         };
@@ -667,10 +673,11 @@ impl CacheNetClassify {
             }
         }
         if initial.is_empty()
+            && matches!(s.mode, Mode::CacheNet | Mode::SubmodelOnly)
             && let Some(l) = &local
-            && let Some(sm) = l.submodels.first()
+            && let Some(spec) = l.1.submodels.first()
         {
-            initial.push((sm.id, sm.model.clone()));
+            initial.push((spec.id, load(l, &spec.model_file())?));
         }
         let threshold = if s.threshold >= 0.0 {
             s.threshold
@@ -695,7 +702,10 @@ impl CacheNetClassify {
             interval: s.interval.max(1),
             track_timeout: s.track_timeout.max(1) as u64,
         };
-        let full = local.as_ref().map(|l| l.full.clone());
+        let full = match (&local, s.mode) {
+            (Some(l), Mode::Device) => Some(load(l, &l.1.full_model)?),
+            _ => None,
+        };
         let mut runtime = Runtime::new(
             manifest,
             config,
