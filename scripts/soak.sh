@@ -98,6 +98,7 @@ PY
 
 fi
 
+if [ "$LIVE" -gt 0 ]; then
 echo
 echo "## 4. A live source faster than inference (${LIVE} s each)"
 /usr/bin/python3 - "$LIVE" <<'PY'
@@ -141,3 +142,4 @@ for i, (name, desc) in enumerate(cases):
         bounded = False
 sys.exit(0 if bounded else "latency built up behind a leaky queue or with skip-late")
 PY
+fi
