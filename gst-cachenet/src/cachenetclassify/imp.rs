@@ -650,9 +650,11 @@ impl CacheNetClassify {
         };
         // Warm start: submodels persisted in cache-dir (most recent first), else submodel 0
         // of the local model set.
+        // Only the modes that run submodels load any (device and edge modes never run one).
+        let runs_submodels = matches!(s.mode, Mode::CacheNet | Mode::SubmodelOnly);
         let cache_size = s.cache_size.max(1) as usize;
         let mut initial = Vec::new();
-        if let Some(st) = &store {
+        if runs_submodels && let Some(st) = &store {
             for sha in st.recent() {
                 if initial.len() == cache_size {
                     break;
@@ -672,10 +674,10 @@ impl CacheNetClassify {
                 }
             }
         }
-        if initial.is_empty()
-            && matches!(s.mode, Mode::CacheNet | Mode::SubmodelOnly)
-            && let Some(l) = &local
-            && let Some(spec) = l.1.submodels.first()
+        if runs_submodels
+            && initial.is_empty()
+            && let Some(l @ (_, m)) = &local
+            && let Some(spec) = m.submodels.first()
         {
             initial.push((spec.id, load(l, &spec.model_file())?));
         }
@@ -703,7 +705,7 @@ impl CacheNetClassify {
             track_timeout: s.track_timeout.max(1) as u64,
         };
         let full = match (&local, s.mode) {
-            (Some(l), Mode::Device) => Some(load(l, &l.1.full_model)?),
+            (Some(l @ (_, m)), Mode::Device) => Some(load(l, &m.full_model)?),
             _ => None,
         };
         let mut runtime = Runtime::new(
