@@ -334,3 +334,32 @@ fn other_graphs_run_on_tracts_plan() {
     );
     agree("broadcast.onnx", &bytes, [1, 1, 5, 5], 2, Backend::Tract);
 }
+
+/// 3x3, stride 1, pad 1 convolutions with enough input channels run by Winograd's F(2x2, 3x3):
+/// odd sizes (tiles cropped at the bottom and right), with and without a folded ReLU.
+#[test]
+fn winograd_convolutions_agree_with_tract() {
+    let nodes = vec![
+        conv("x", "w1", Some("b1"), "c1", [1, 1], [1, 1, 1, 1]),
+        node("Relu", &["c1"], "r1", vec![]),
+        conv("r1", "w2", Some("b2"), "c2", [1, 1], [1, 1, 1, 1]),
+        conv("c2", "w3", None, "c3", [1, 1], [1, 1, 1, 1]),
+        node("Add", &["c3", "c2"], "a3", vec![]),
+        node("Flatten", &["a3"], "y", vec![]),
+    ];
+    let inits = vec![
+        init("w1", &[10, 9, 3, 3], 1),
+        init("b1", &[10], 2),
+        init("w2", &[8, 10, 3, 3], 3),
+        init("b2", &[8], 4),
+        init("w3", &[8, 8, 3, 3], 5),
+    ];
+    let bytes = model([1, 9, 7, 5], nodes, inits, "y");
+    agree(
+        "winograd.onnx",
+        &bytes,
+        [1, 9, 7, 5],
+        8 * 7 * 5,
+        Backend::Direct,
+    );
+}
