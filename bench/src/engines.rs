@@ -1,22 +1,27 @@
-//! The inference engine against onnxruntime: each classifier of a model set timed with tract
-//! (as the element runs it: one thread, a reused output buffer) and with onnxruntime (one thread,
-//! through python3) on the same file.
+//! The inference engine against onnxruntime: each classifier of a model set timed as the element
+//! runs it (the engine's own plan where the graph allows it; one thread, a reused output
+//! buffer), on tract's plan, and with onnxruntime (one thread, through python3) on the same
+//! file.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use cachenet_core::engine::Model;
+use cachenet_core::engine::{Backend, Model};
 use cachenet_core::manifest::{Manifest, read_verified};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EngineRow {
     pub file: String,
-    /// Median ms per run.
+    /// The plan the element runs this model on ("direct" or "tract").
+    pub plan: String,
+    /// Median ms per run as the element runs it.
+    pub engine_ms: f64,
+    /// Median ms per run on tract's plan.
     pub tract_ms: f64,
     pub onnxruntime_ms: Option<f64>,
-    /// tract / onnxruntime.
+    /// engine / onnxruntime.
     pub ratio: Option<f64>,
 }
 
@@ -53,7 +58,7 @@ for f in sys.argv[2:]:
 const ROUNDS: usize = 5;
 
 /// Time the full model and every submodel of `dir`: [`ROUNDS`] rounds of `runs` runs per
-/// engine, tract then onnxruntime; each figure is the median over the rounds of the per-round
+/// engine, the element's plan, tract's plan, then onnxruntime; each figure is the median over the rounds of the per-round
 /// medians.
 pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     let m = Manifest::load(dir).map_err(|e| e.to_string())?;
@@ -62,29 +67,36 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     let mut models = Vec::new();
     for f in &files {
         let bytes = read_verified(dir, f).map_err(|e| e.to_string())?;
-        let model = Model::from_bytes(&f.file, &bytes, m.input.shape(), m.labels.len())
-            .map_err(|e| e.to_string())?;
+        let load = |backend| {
+            Model::from_bytes_on(&f.file, &bytes, m.input.shape(), m.labels.len(), backend)
+                .map(|(m, _)| m)
+                .map_err(|e| e.to_string())
+        };
+        let (model, tract) = (load(Backend::Direct)?, load(Backend::Tract)?);
         let input: Vec<f32> = (0..model.input_len())
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect();
-        models.push((model, input));
+        models.push(([model, tract], input));
     }
+    let mut engine: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
     let mut tract: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
     let mut onnx: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
     let mut ort_ok = true;
     for _ in 0..ROUNDS {
-        for (k, (model, input)) in models.iter().enumerate() {
-            let mut out = Vec::new();
-            for _ in 0..10 {
-                model.run_into(input, &mut out).map_err(|e| e.to_string())?;
+        for (k, (pair, input)) in models.iter().enumerate() {
+            for (model, times) in pair.iter().zip([&mut engine[k], &mut tract[k]]) {
+                let mut out = Vec::new();
+                for _ in 0..10 {
+                    model.run_into(input, &mut out).map_err(|e| e.to_string())?;
+                }
+                let mut ts = Vec::with_capacity(runs);
+                for _ in 0..runs {
+                    let t = Instant::now();
+                    model.run_into(input, &mut out).map_err(|e| e.to_string())?;
+                    ts.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                times.push(median(ts));
             }
-            let mut ts = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                let t = Instant::now();
-                model.run_into(input, &mut out).map_err(|e| e.to_string())?;
-                ts.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            tract[k].push(median(ts));
         }
         if !ort_ok {
             continue;
@@ -113,15 +125,20 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     }
     Ok(files
         .iter()
-        .zip(tract.into_iter().zip(onnx))
-        .map(|(f, (t, o))| {
-            let tract_ms = median(t);
+        .zip(models.iter().zip(engine.into_iter().zip(tract).zip(onnx)))
+        .map(|(f, ((pair, _), ((e, t), o)))| {
+            let engine_ms = median(e);
             let onnxruntime_ms = (!o.is_empty()).then(|| median(o));
             EngineRow {
                 file: f.file.clone(),
-                tract_ms,
+                plan: match pair[0].backend() {
+                    Backend::Direct => "direct".into(),
+                    Backend::Tract => "tract".into(),
+                },
+                engine_ms,
+                tract_ms: median(t),
                 onnxruntime_ms,
-                ratio: onnxruntime_ms.map(|ms| tract_ms / ms),
+                ratio: onnxruntime_ms.map(|ms| engine_ms / ms),
             }
         })
         .collect())
@@ -129,12 +146,14 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
 
 pub fn markdown(rows: &[EngineRow]) -> String {
     let mut s = String::from(
-        "| model | tract (ms, 1 thread) | onnxruntime (ms, 1 thread) | tract / onnxruntime |\n|---|---|---|---|\n",
+        "| model | plan | engine as the element runs it (ms, 1 thread) | tract's plan (ms) | onnxruntime (ms, 1 thread) | engine / onnxruntime |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {:.3} | {} | {} |\n",
+            "| {} | {} | {:.3} | {:.3} | {} | {} |\n",
             r.file,
+            r.plan,
+            r.engine_ms,
             r.tract_ms,
             r.onnxruntime_ms
                 .map(|v| format!("{v:.3}"))

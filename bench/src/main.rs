@@ -58,7 +58,7 @@ struct Args {
     /// Output folder.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
-    /// Only time each model with tract and onnxruntime (no pipelines, no edge), into
+    /// Only time each model on the engine, tract's plan and onnxruntime (no pipelines, no edge), into
     /// engines.md / engines.json.
     #[arg(long)]
     engines_only: bool,
@@ -171,10 +171,10 @@ fn main() {
     }
 }
 
-/// tract against onnxruntime on every classifier of the model set (no CPU limit).
+/// The engine (and tract's plan) against onnxruntime on every classifier of the model set (no CPU limit).
 fn engines(a: &Args) -> Result<Vec<cachenet_bench::engines::EngineRow>, String> {
     eprintln!(
-        "[engines] tract and onnxruntime, one thread, pinned to CPU 0, 5 x 100 runs per model ..."
+        "[engines] engine, tract's plan and onnxruntime, one thread, pinned to CPU 0, 5 x 100 runs per model ..."
     );
     // Pinned (threads and children alike): a thread that migrates between cores measures up
     // to 1.5 x slower, and not the same for both engines.
@@ -637,7 +637,7 @@ fn real_main() -> Result<(), String> {
         per_frame_us
     ));
     md.push_str(&format!(
-        "\nInference engine (no CPU limit): tract as the element runs it against onnxruntime on the same file:\n\n{}",
+        "\nInference engine (no CPU limit): each model as the element runs it (plan direct: the engine's own; tract: tract's), on tract's plan, and on onnxruntime, same file:\n\n{}",
         cachenet_bench::engines::markdown(&engine_rows)
     ));
     if !sweep.is_empty() {

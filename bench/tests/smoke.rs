@@ -53,14 +53,13 @@ fn bench_runs_every_mode_and_writes_its_outputs() {
     for m in modes {
         assert!(m["fps_element"].as_f64().unwrap() > 0.0);
     }
-    // Every classifier timed with tract (and onnxruntime when python3 has it).
+    // Every classifier timed on the engine's own plan and on tract's (and onnxruntime when
+    // python3 has it).
     let engines = json["engines"].as_array().unwrap();
     assert_eq!(engines.len(), 5, "full model + 4 submodels");
-    assert!(
-        engines
-            .iter()
-            .all(|e| e["tract_ms"].as_f64().unwrap() > 0.0)
-    );
+    assert!(engines.iter().all(|e| e["tract_ms"].as_f64().unwrap() > 0.0
+        && e["engine_ms"].as_f64().unwrap() > 0.0
+        && e["plan"] == "direct"));
     // Edge mode: the edge does the work; its CPU time is measured.
     assert!(by("edge")["edge_cpu_s_per_1000"].as_f64().unwrap() > 0.0);
     assert_eq!(json["settings"]["link"]["name"], "wifi");
