@@ -53,13 +53,13 @@ for f in sys.argv[2:]:
     print(f, float(np.median(ts)) * 1000)
 "#;
 
-/// Rounds of alternating tract and onnxruntime measurements: a shared machine's load drifts,
-/// and each engine sees the same drift.
+/// Rounds of alternating measurements (engine, tract's plan, onnxruntime): a shared machine's
+/// load drifts, and each engine sees the same drift.
 const ROUNDS: usize = 5;
 
-/// Time the full model and every submodel of `dir`: [`ROUNDS`] rounds of `runs` runs per
-/// engine, the element's plan, tract's plan, then onnxruntime; each figure is the median over the rounds of the per-round
-/// medians.
+/// Time the full model and every submodel of `dir`: [`ROUNDS`] rounds of `runs` runs on the
+/// element's plan, on tract's plan, then on onnxruntime; each figure is the median over the
+/// rounds of the per-round medians.
 pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     let m = Manifest::load(dir).map_err(|e| e.to_string())?;
     let mut files = vec![m.full_model.clone()];

@@ -178,19 +178,31 @@ impl Model {
         }
         let parse_us = t0.elapsed().as_micros() as u64;
         let t1 = std::time::Instant::now();
-        let direct = match backend {
-            Backend::Direct => DirectPlan::build(&proto, input_shape, output_len).ok(),
-            Backend::Tract => None,
+        let optimise = |typed: TypedModel| {
+            typed
+                .into_optimized()
+                .and_then(|m| m.into_runnable())
+                .map_err(|e| model_err(name, e))
         };
-        drop(proto);
-        let plan = match direct {
-            Some(p) => Plan::Direct(p),
-            None => Plan::Tract(
-                typed
-                    .into_optimized()
-                    .and_then(|m| m.into_runnable())
-                    .map_err(|e| model_err(name, e))?,
-            ),
+        let plan = match backend {
+            // tract's typed graph is dropped before the plan is built, which moves the weights
+            // out of the proto (for the full model each holds 17 MB); a graph the plan does not
+            // take is read and typed again for tract.
+            Backend::Direct => {
+                drop(typed);
+                let mut proto = proto;
+                match DirectPlan::build(&mut proto, input_shape, output_len) {
+                    Ok(p) => Plan::Direct(p),
+                    Err(_) => Plan::Tract(optimise(
+                        onnx.proto_model_for_read(&mut std::io::Cursor::new(bytes))
+                            .and_then(|proto| onnx.model_for_proto_model(&proto))
+                            .and_then(|m| m.with_input_fact(0, f32::fact(input_shape).into()))
+                            .and_then(|m| m.into_typed())
+                            .map_err(|e| model_err(name, e))?,
+                    )?),
+                }
+            }
+            Backend::Tract => Plan::Tract(optimise(typed)?),
         };
         let optimise_us = t1.elapsed().as_micros() as u64;
         Ok((

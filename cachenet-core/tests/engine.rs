@@ -333,6 +333,21 @@ fn other_graphs_run_on_tracts_plan() {
         "y",
     );
     agree("broadcast.onnx", &bytes, [1, 1, 5, 5], 2, Backend::Tract);
+
+    // One initializer read by two convolutions.
+    let shared = vec![
+        conv("x", "w1", None, "c1", [1, 1], [1, 1, 1, 1]),
+        conv("c1", "w1", None, "c2", [1, 1], [1, 1, 1, 1]),
+        node("GlobalAveragePool", &["c2"], "g", vec![]),
+        node("Flatten", &["g"], "y", vec![]),
+    ];
+    let bytes = model(
+        [1, 2, 5, 5],
+        shared,
+        vec![init("w1", &[2, 2, 3, 3], 1)],
+        "y",
+    );
+    agree("shared.onnx", &bytes, [1, 2, 5, 5], 2, Backend::Tract);
 }
 
 /// 3x3, stride 1, pad 1 convolutions with enough input channels run by Winograd's F(2x2, 3x3):

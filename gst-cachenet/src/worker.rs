@@ -59,9 +59,9 @@ pub struct SwapTimings {
     pub verify_us: u64,
     /// Writing to `cache-dir` (or reading from it).
     pub store_us: u64,
-    /// ONNX parse.
+    /// ONNX parse, checks and typing.
     pub parse_us: u64,
-    /// tract's optimisation into a runnable plan.
+    /// Building the runnable plan (the engine's own, or tract's optimisation).
     pub optimise_us: u64,
     /// The first run on a zero frame (allocations, caches).
     pub first_run_us: u64,

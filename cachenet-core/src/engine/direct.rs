@@ -58,7 +58,7 @@ struct Conv {
     /// For a 3x3, stride 1, pad 1 convolution: the weights transformed for Winograd's
     /// F(2x2, 3x3), `16 x cout x cin` (see [`Conv::winograd`]).
     winograd: Option<Vec<f32>>,
-    /// `cout x (cin * kh * kw)`, row-major (ONNX's layout).
+    /// `cout x (cin * kh * kw)`, row-major (ONNX's layout); empty for a Winograd convolution.
     weight: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -119,8 +119,9 @@ fn float(node: &pb::NodeProto, name: &str, default: f32) -> f32 {
     attr(node, name).map(|a| a.f).unwrap_or(default)
 }
 
-/// The f32 values and dimensions of an initializer stored inside the file.
-fn tensor_f32(t: &pb::TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
+/// The f32 values and dimensions of an initializer stored inside the file, taken out of it (an
+/// initializer read twice is refused the second time, and the graph goes to tract).
+fn tensor_f32(t: &mut pb::TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
     const FLOAT: i32 = 1;
     if t.data_type != FLOAT {
         return Err(format!("initializer {} is not f32", t.name));
@@ -137,12 +138,12 @@ fn tensor_f32(t: &pb::TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
         .collect::<Result<_, _>>()?;
     let n: usize = dims.iter().product();
     let values: Vec<f32> = if !t.raw_data.is_empty() {
-        t.raw_data
+        std::mem::take(&mut t.raw_data)
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect()
     } else {
-        t.float_data.clone()
+        std::mem::take(&mut t.float_data)
     };
     if values.len() != n {
         return Err(format!(
@@ -155,13 +156,20 @@ fn tensor_f32(t: &pb::TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
 }
 
 impl DirectPlan {
-    /// Lower `model` for an input of `input_shape` (batch 1), or say why it is not taken.
+    /// Lower `model` for an input of `input_shape` (batch 1), or say why it is not taken. The
+    /// weights are moved out of `model` as they are converted, so that a large model is not
+    /// held twice; a model that is not taken must be read again for tract.
     pub(super) fn build(
-        model: &pb::ModelProto,
+        model: &mut pb::ModelProto,
         input_shape: [usize; 4],
         output_len: usize,
     ) -> Result<DirectPlan, String> {
-        let graph = model.graph.as_ref().ok_or("no graph")?;
+        let graph = model.graph.as_mut().ok_or("no graph")?;
+        let mut weights: HashMap<String, pb::TensorProto> = std::mem::take(&mut graph.initializer)
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        let graph = &*graph;
         if input_shape[0] != 1 {
             return Err("batch is not 1".into());
         }
@@ -172,11 +180,6 @@ impl DirectPlan {
         {
             return Err("an operator outside the default domain".into());
         }
-        let mut weights: HashMap<&str, &pb::TensorProto> = graph
-            .initializer
-            .iter()
-            .map(|t| (t.name.as_str(), t))
-            .collect();
         let inputs: Vec<&pb::ValueInfoProto> = graph
             .input
             .iter()
@@ -241,7 +244,7 @@ impl DirectPlan {
                     let wt = node
                         .input
                         .get(1)
-                        .and_then(|n| weights.get(n.as_str()))
+                        .and_then(|n| weights.get_mut(n.as_str()))
                         .ok_or("Conv weights are not an initializer")?;
                     let (wd, weight) = tensor_f32(wt)?;
                     let [cout, wcin, kh, kw] = wd[..] else {
@@ -277,7 +280,7 @@ impl DirectPlan {
                         None => vec![0.0; cout],
                         Some(b) => {
                             let t = weights
-                                .get(b.as_str())
+                                .get_mut(b.as_str())
                                 .ok_or("Conv bias is not an initializer")?;
                             let (_, b) = tensor_f32(t)?;
                             if b.len() != cout {
@@ -292,6 +295,18 @@ impl DirectPlan {
                             true
                         }
                         None => false,
+                    };
+                    // A Winograd convolution keeps only its transformed weights.
+                    let winograd = (kh == 3
+                        && kw == 3
+                        && [sh, sw] == [1, 1]
+                        && [pt, pl, pb as usize, pr as usize] == [1, 1, 1, 1]
+                        && cin >= WINOGRAD_MIN_CHANNELS)
+                        .then(|| winograd_weights(&weight, cout, cin));
+                    let weight = if winograd.is_some() {
+                        Vec::new()
+                    } else {
+                        weight
                     };
                     shapes.push(vec![cout, ho, wo]);
                     steps.push(Step::Conv {
@@ -309,12 +324,7 @@ impl DirectPlan {
                             pad: [pt, pl],
                             ho,
                             wo,
-                            winograd: (kh == 3
-                                && kw == 3
-                                && [sh, sw] == [1, 1]
-                                && [pt, pl, pb as usize, pr as usize] == [1, 1, 1, 1]
-                                && cin >= WINOGRAD_MIN_CHANNELS)
-                                .then(|| winograd_weights(&weight, cout, cin)),
+                            winograd,
                             weight,
                             bias,
                         }),
@@ -367,7 +377,7 @@ impl DirectPlan {
                     let t = node
                         .input
                         .get(1)
-                        .and_then(|n| weights.get(n.as_str()))
+                        .and_then(|n| weights.get_mut(n.as_str()))
                         .ok_or("Gemm weights are not an initializer")?;
                     let (wd, wv) = tensor_f32(t)?;
                     let trans_b = int(node, "transB", 0) != 0;
@@ -392,7 +402,7 @@ impl DirectPlan {
                         None => vec![0.0; n],
                         Some(b) => {
                             let t = weights
-                                .get(b.as_str())
+                                .get_mut(b.as_str())
                                 .ok_or("Gemm bias is not an initializer")?;
                             let (_, b) = tensor_f32(t)?;
                             match b.len() {

@@ -487,7 +487,7 @@ impl ElementImpl for CacheNetClassify {
             gst::subclass::ElementMetadata::new(
                 "CacheNet classifier",
                 "Filter/Analyzer/Video",
-                "Classifies frames with a cached specialised submodel (tract ONNX) and offloads \
+                "Classifies frames with a cached specialised ONNX submodel and offloads \
                  uncertain frames to a CacheNet edge server, which also sends the submodel to cache",
                 "CacheNet developers <cachenet@example.org>",
             )
