@@ -5,8 +5,8 @@
 //!
 //! tract-onnx reads, checks and types every model. A plain convolutional classifier (every
 //! CacheNet classifier) then runs on the engine's own plan ([`direct`]: im2col and a
-//! matrix-multiply kernel chosen at run time), about 2-3x faster than tract's plan for these
-//! small images and cheaper to build on a swap; any other graph runs on tract's optimised plan.
+//! matrix-multiply kernel chosen at run time), 1.2-1.7x faster than tract's plan on the shipped
+//! models and cheaper to build on a swap; any other graph runs on tract's optimised plan.
 //! [`Model::backend`] says which one a model got; loading with [`Backend::Tract`] forces tract's.
 //!
 //! Each tract run spawns its tract state and drops it on the thread that ran it. tract keeps a

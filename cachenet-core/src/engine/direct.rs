@@ -3,11 +3,12 @@
 //! one dense layer, batch 1).
 //!
 //! tract runs these graphs 2.4-3.1x slower than onnxruntime on one thread: its convolution
-//! packs the image lazily for small images (28x28 and below), and nearly half of a run went
-//! there. This plan lowers each convolution to one matrix product on an im2col buffer (copied
-//! row by row, contiguous for stride 1) and runs it with `matrixmultiply` (through ndarray,
-//! which picks AVX-512, AVX2 or NEON kernels at run time). Every buffer lives in a per-plan
-//! scratch pool, so a run allocates nothing once warm and a dropped model frees all of it.
+//! packs the image lazily for small images (28x28 and below), about a third of a run. This
+//! plan lowers each convolution to one matrix product on an im2col buffer (copied row by row,
+//! contiguous for stride 1), or for 3x3 stride-1 layers to Winograd's F(2x2, 3x3), and runs
+//! the products with `matrixmultiply` (through ndarray, which picks AVX-512, AVX2 or NEON
+//! kernels at run time). The large buffers (values, im2col, Winograd tiles) live in a per-plan
+//! scratch pool, reused from run to run and freed with the model.
 //!
 //! A graph with anything else (another operator, grouped or dilated convolution, broadcasting
 //! addition, external weights, several outputs) is not taken: [`DirectPlan::build`] says why and
