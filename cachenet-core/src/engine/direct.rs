@@ -625,44 +625,64 @@ impl Conv {
         let (h, w, cin, cout) = (self.h, self.w, self.cin, self.cout);
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         let t = th * tw;
-        // Input plane with one zero row/column before and enough after for whole tiles.
-        let (ph, pw) = (2 * th + 2, 2 * tw + 2);
+        // The input plane zero-padded (one row and column before, enough after for whole
+        // tiles: 2 th + 2 rows) and split into its even and odd padded columns (tw + 1 each),
+        // so that every step below is a loop over contiguous rows.
+        let (ph, hw) = (2 * th + 2, tw + 1);
         s.padded.clear();
-        s.padded.resize(ph * pw, 0.0);
+        s.padded.resize(2 * ph * hw, 0.0);
         s.tiles.resize(16 * cin * t, 0.0);
-        let mut rows = [
-            vec![0f32; pw],
-            vec![0f32; pw],
-            vec![0f32; pw],
-            vec![0f32; pw],
-        ];
+        let mut rows = vec![0f32; 8 * hw];
         for (c, plane) in x.chunks_exact(h * w).enumerate() {
-            for (dst, src) in s.padded[pw..]
-                .chunks_exact_mut(pw)
-                .zip(plane.chunks_exact(w))
-            {
-                dst[1..=w].copy_from_slice(src);
-            }
-            for ty in 0..th {
-                // B^T d over the tile rows (whole padded rows at once), then d B per tile.
-                let r = |i: usize| &s.padded[(2 * ty + i) * pw..][..pw];
-                let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
-                for j in 0..pw {
-                    rows[0][j] = r0[j] - r2[j];
-                    rows[1][j] = r1[j] + r2[j];
-                    rows[2][j] = r2[j] - r1[j];
-                    rows[3][j] = r1[j] - r3[j];
+            let (even, odd) = s.padded.split_at_mut(ph * hw);
+            for (r, src) in plane.chunks_exact(w).enumerate() {
+                // Padded column 2j is input column 2j - 1, padded column 2j + 1 is input 2j.
+                let (e, o) = (
+                    &mut even[(r + 1) * hw..][..hw],
+                    &mut odd[(r + 1) * hw..][..hw],
+                );
+                for (j, px) in src.chunks(2).enumerate() {
+                    o[j] = px[0];
+                    if let Some(&v) = px.get(1) {
+                        e[j + 1] = v;
+                    }
                 }
-                for (i, row) in rows.iter().enumerate() {
+            }
+            let (even, odd) = (&s.padded[..ph * hw], &s.padded[ph * hw..]);
+            for ty in 0..th {
+                // B^T d over the tile rows, on the even and the odd columns.
+                let (te, to) = rows.split_at_mut(4 * hw);
+                for (half, tr) in [(even, &mut *te), (odd, &mut *to)] {
+                    let r = |i: usize| &half[(2 * ty + i) * hw..][..hw];
+                    let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+                    let (t0, rest) = tr.split_at_mut(hw);
+                    let (t1, rest) = rest.split_at_mut(hw);
+                    let (t2, t3) = rest.split_at_mut(hw);
+                    for j in 0..hw {
+                        t0[j] = r0[j] - r2[j];
+                        t1[j] = r1[j] + r2[j];
+                        t2[j] = r2[j] - r1[j];
+                        t3[j] = r1[j] - r3[j];
+                    }
+                }
+                // (B^T d) B over the tile columns: with a, b, c, d the tile's four columns,
+                // a = even[tx], b = odd[tx], c = even[tx + 1], d = odd[tx + 1].
+                for i in 0..4 {
+                    let (e, o) = (&te[i * hw..][..hw], &to[i * hw..][..hw]);
                     let at = |k: usize| ((i * 4 + k) * cin + c) * t + ty * tw;
-                    let [v0, v1, v2, v3] = [at(0), at(1), at(2), at(3)];
-                    let taps = row.windows(4).step_by(2).take(tw).enumerate();
-                    for (tx, q) in taps {
-                        let (a, b, cc, d) = (q[0], q[1], q[2], q[3]);
-                        s.tiles[v0 + tx] = a - cc;
-                        s.tiles[v1 + tx] = b + cc;
-                        s.tiles[v2 + tx] = cc - b;
-                        s.tiles[v3 + tx] = b - d;
+                    let (a, cc) = (&e[..tw], &e[1..]);
+                    let (b, d) = (&o[..tw], &o[1..]);
+                    for (v, (a, cc)) in s.tiles[at(0)..][..tw].iter_mut().zip(a.iter().zip(cc)) {
+                        *v = a - cc;
+                    }
+                    for (v, (b, cc)) in s.tiles[at(1)..][..tw].iter_mut().zip(b.iter().zip(cc)) {
+                        *v = b + cc;
+                    }
+                    for (v, (b, cc)) in s.tiles[at(2)..][..tw].iter_mut().zip(b.iter().zip(cc)) {
+                        *v = cc - b;
+                    }
+                    for (v, (b, d)) in s.tiles[at(3)..][..tw].iter_mut().zip(b.iter().zip(d)) {
+                        *v = b - d;
                     }
                 }
             }
@@ -702,13 +722,19 @@ impl Conv {
                     right[n] = q1[n] - q2[n] - q3[n] + bias;
                 }
             }
-            if relu {
-                ys.iter_mut().flatten().for_each(|v| *v = v.max(0.0));
-            }
+            // Interleave the four outputs of each tile into the output rows, with the ReLU.
+            let act = |v: f32| if relu { v.max(0.0) } else { v };
             for (oy, row) in dst.chunks_exact_mut(w).enumerate() {
                 let (ty, a) = (oy / 2, oy % 2);
-                for (ox, v) in row.iter_mut().enumerate() {
-                    *v = ys[a * 2 + ox % 2][ty * tw + ox / 2];
+                let left = &ys[a * 2][ty * tw..][..tw];
+                let right = &ys[a * 2 + 1][ty * tw..][..tw];
+                let mut pairs = row.chunks_exact_mut(2);
+                for (p, (l, r)) in (&mut pairs).zip(left.iter().zip(right)) {
+                    p[0] = act(*l);
+                    p[1] = act(*r);
+                }
+                if let [last] = pairs.into_remainder() {
+                    *last = act(left[tw - 1]);
                 }
             }
         }
