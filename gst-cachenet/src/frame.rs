@@ -336,11 +336,20 @@ const LUMA: [f32; 3] = [77.0 / 256.0, 150.0 / 256.0, 29.0 / 256.0];
 /// Whole rows summed in 16 bits before they are added to the float sums (256 x 255 < 2^16).
 const INT_ROWS: usize = 256;
 
+/// Row weights in the 16-bit sums of a downscale, in units of 1/ROW_UNITS of a row: a whole
+/// row adds ROW_UNITS times its bytes, a partly covered edge row its coverage rounded to a unit
+/// (at most 1/16 of a row off; the output is normalised by the units actually summed).
+const ROW_UNITS: u16 = 8;
+
+/// Units summed in 16 bits before a flush (256 x 255 < 2^16): 32 whole rows.
+const MAX_UNITS: u32 = 256;
+
 /// Scales and converts frames of one video format and size to the model input.
 ///
 /// Vertical first: for each output row, the source rows it covers whole are summed as integers
-/// over every byte of the row (one vectorised add per byte), the partly covered edge rows are
-/// added with their weights; the horizontal reduction and the colour conversion then run once
+/// over every byte of the row (one vectorised add per byte), the partly covered edge rows into
+/// the same sums with their coverage in eighths of a row (a downscale by 2 or less adds its
+/// edge rows with exact float weights); the horizontal reduction and the colour conversion then run once
 /// per output pixel. The conversions the model may need after that are linear (RGB -> luma,
 /// gray -> RGB) or nearly so (YUV -> RGB: the average of a block is converted, as scaling
 /// before converting would); YUV rows are first laid out as Y, U, V bytes per pixel (for a
@@ -482,6 +491,69 @@ impl Preprocessor {
         }
     }
 
+    /// Add source row `sy` into `isum` with weight `units`.
+    fn add_row_units(&mut self, p: &Planes<'_>, sy: usize, units: u16) {
+        let mut isum = std::mem::take(&mut self.isum);
+        let row = self.row(p, sy);
+        for (s, &v) in isum.iter_mut().zip(row) {
+            *s += v as u16 * units;
+        }
+        self.isum = isum;
+    }
+
+    /// Add the `n` whole source rows from `sy` into `isum` with weight `ROW_UNITS` each: four
+    /// packed or gray rows in one pass, other rows one by one.
+    fn add_whole_rows_units(&mut self, p: &Planes<'_>, sy: usize, n: usize) {
+        if n != 4 || matches!(self.layout, Layout::Yuv420 { .. }) {
+            for r in sy..sy + n {
+                self.add_row_units(p, r, ROW_UNITS);
+            }
+            return;
+        }
+        let len = self.isum.len();
+        let row = |r: usize| &p.data[0][r * p.stride[0]..r * p.stride[0] + len];
+        let (a, b, c, d) = (row(sy), row(sy + 1), row(sy + 2), row(sy + 3));
+        let isum = &mut self.isum[..len];
+        for i in 0..len {
+            isum[i] += (a[i] as u16 + b[i] as u16 + c[i] as u16 + d[i] as u16) * ROW_UNITS;
+        }
+    }
+
+    /// One output row of a downscale (the span has whole rows inside it): every row into the
+    /// 16-bit sums with its weight in units, flushed into `fsum` normalised by all units.
+    fn sum_rows_units(&mut self, p: &Planes<'_>, sp: Span) {
+        let unit = ROW_UNITS as f32;
+        let first = ((sp.w_first / sp.norm) * unit).round() as u16;
+        let last = ((sp.w_last / sp.norm) * unit).round() as u16;
+        let whole = sp.last - sp.first - 1;
+        let total = first as u32 + last as u32 + whole as u32 * ROW_UNITS as u32;
+        let scale = 1.0 / total as f32;
+        let mut held = 0u32;
+        let mut add = |this: &mut Self, units: u32| {
+            if held + units > MAX_UNITS {
+                this.flush(scale);
+                held = 0;
+            }
+            held += units;
+        };
+        if first > 0 {
+            add(self, first as u32);
+            self.add_row_units(p, sp.first, first);
+        }
+        let mut sy = sp.first + 1;
+        while sy < sp.last {
+            let n = (sp.last - sy).min(4);
+            add(self, n as u32 * ROW_UNITS as u32);
+            self.add_whole_rows_units(p, sy, n);
+            sy += n;
+        }
+        if last > 0 {
+            add(self, last as u32);
+            self.add_row_units(p, sp.last, last);
+        }
+        self.flush(scale);
+    }
+
     /// Move the integer sums into `fsum` with weight `norm`.
     fn flush(&mut self, norm: f32) {
         for (f, i) in self.fsum.iter_mut().zip(self.isum.iter_mut()) {
@@ -506,8 +578,12 @@ impl Preprocessor {
         for oy in 0..self.ys.len() {
             let sp = self.ys[oy];
             self.fsum.fill(0.0);
-            self.add_row(p, sp.first, Some(sp.w_first));
-            if sp.last > sp.first {
+            if sp.last > sp.first + 1 && sp.norm > 0.0 {
+                self.sum_rows_units(p, sp);
+            } else {
+                self.add_row(p, sp.first, Some(sp.w_first));
+            }
+            if sp.last > sp.first && !(sp.last > sp.first + 1 && sp.norm > 0.0) {
                 let mut whole = 0;
                 let mut sy = sp.first + 1;
                 while sy < sp.last {
@@ -730,6 +806,39 @@ mod tests {
 
     /// Frames of many rows per output row (the rows summed four at a time, the integer sums
     /// flushed, fractional edges) against the area average computed per pixel from the taps.
+    /// Tall spans (39 source rows per output row): the 16-bit sums are flushed inside a span.
+    #[test]
+    fn tall_spans_match_the_per_pixel_area_average() {
+        let (w, h, out_w, out_h) = (37, 1100, 5, 28);
+        let mut seed = 3u32;
+        let data: Vec<u8> = (0..w * h)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (seed >> 16) as u8
+            })
+            .collect();
+        let mut p = Preprocessor::new(VideoFormat::Gray8, w, h, out_w, out_h, Color::Gray).unwrap();
+        let mut out = vec![0u8; p.output_len()];
+        let planes = Planes {
+            data: [&data, &[], &[]],
+            stride: [w, 0, 0],
+        };
+        p.run(&planes, &mut out);
+        let (ax, ay) = (AreaAxis::new(w, out_w), AreaAxis::new(h, out_h));
+        for oy in 0..out_h {
+            for ox in 0..out_w {
+                let mut v = 0.0f64;
+                for (y, wy) in ay.taps(oy) {
+                    for (x, wx) in ax.taps(ox) {
+                        v += (wy * wx) as f64 * data[y * w + x] as f64;
+                    }
+                }
+                let got = out[oy * out_w + ox] as f64;
+                assert!((got - v).abs() <= 1.0, "({ox}, {oy}): {got} vs {v}");
+            }
+        }
+    }
+
     #[test]
     fn large_frames_match_the_per_pixel_area_average() {
         for (format, bpp, color) in [
