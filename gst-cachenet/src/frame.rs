@@ -333,9 +333,6 @@ fn reduce<const B: usize>(fsum: &[f32], sx: &Span) -> [f32; 4] {
 /// Luma weights (BT.601, 8-bit fixed point) applied to area sums of R, G and B.
 const LUMA: [f32; 3] = [77.0 / 256.0, 150.0 / 256.0, 29.0 / 256.0];
 
-/// Whole rows summed in 16 bits before they are added to the float sums (256 x 255 < 2^16).
-const INT_ROWS: usize = 256;
-
 /// Row weights in the 16-bit sums of a downscale, in units of 1/ROW_UNITS of a row: a whole
 /// row adds ROW_UNITS times its bytes, a partly covered edge row its coverage rounded to a unit
 /// (at most 1/16 of a row off; the output is normalised by the units actually summed).
@@ -452,43 +449,14 @@ impl Preprocessor {
     }
 
     /// Add source row `sy` into the sums: whole rows into `isum`, edge rows into `fsum` with
-    /// weight `w`.
-    fn add_row(&mut self, p: &Planes<'_>, sy: usize, w: Option<f32>) {
-        let mut isum = std::mem::take(&mut self.isum);
+    /// Add source row `sy` into `fsum` with weight `w`.
+    fn add_row(&mut self, p: &Planes<'_>, sy: usize, w: f32) {
         let mut fsum = std::mem::take(&mut self.fsum);
         let row = self.row(p, sy);
-        match w {
-            None => {
-                for (s, &v) in isum.iter_mut().zip(row) {
-                    *s += v as u16;
-                }
-            }
-            Some(w) => {
-                for (s, &v) in fsum.iter_mut().zip(row) {
-                    *s += w * v as f32;
-                }
-            }
+        for (s, &v) in fsum.iter_mut().zip(row) {
+            *s += w * v as f32;
         }
-        self.isum = isum;
         self.fsum = fsum;
-    }
-
-    /// Add the `n` whole source rows from `sy` into `isum`: four packed or gray rows in one pass
-    /// (one load and store of the sums per four rows), other rows one by one.
-    fn add_whole_rows(&mut self, p: &Planes<'_>, sy: usize, n: usize) {
-        if n != 4 || matches!(self.layout, Layout::Yuv420 { .. }) {
-            for r in sy..sy + n {
-                self.add_row(p, r, None);
-            }
-            return;
-        }
-        let len = self.isum.len();
-        let row = |r: usize| &p.data[0][r * p.stride[0]..r * p.stride[0] + len];
-        let (a, b, c, d) = (row(sy), row(sy + 1), row(sy + 2), row(sy + 3));
-        let isum = &mut self.isum[..len];
-        for i in 0..len {
-            isum[i] += a[i] as u16 + b[i] as u16 + c[i] as u16 + d[i] as u16;
-        }
     }
 
     /// Add source row `sy` into `isum` with weight `units`.
@@ -503,7 +471,7 @@ impl Preprocessor {
 
     /// Add the `n` whole source rows from `sy` into `isum` with weight `ROW_UNITS` each: four
     /// packed or gray rows in one pass, other rows one by one.
-    fn add_whole_rows_units(&mut self, p: &Planes<'_>, sy: usize, n: usize) {
+    fn add_whole_rows(&mut self, p: &Planes<'_>, sy: usize, n: usize) {
         if n != 4 || matches!(self.layout, Layout::Yuv420 { .. }) {
             for r in sy..sy + n {
                 self.add_row_units(p, r, ROW_UNITS);
@@ -544,7 +512,7 @@ impl Preprocessor {
         while sy < sp.last {
             let n = (sp.last - sy).min(4);
             add(self, n as u32 * ROW_UNITS as u32);
-            self.add_whole_rows_units(p, sy, n);
+            self.add_whole_rows(p, sy, n);
             sy += n;
         }
         if last > 0 {
@@ -578,28 +546,15 @@ impl Preprocessor {
         for oy in 0..self.ys.len() {
             let sp = self.ys[oy];
             self.fsum.fill(0.0);
-            if sp.last > sp.first + 1 && sp.norm > 0.0 {
+            if sp.last > sp.first + 1 {
+                // Whole rows inside: every row into the 16-bit sums.
                 self.sum_rows_units(p, sp);
             } else {
-                self.add_row(p, sp.first, Some(sp.w_first));
-            }
-            if sp.last > sp.first && !(sp.last > sp.first + 1 && sp.norm > 0.0) {
-                let mut whole = 0;
-                let mut sy = sp.first + 1;
-                while sy < sp.last {
-                    let n = (sp.last - sy).min(4).min(INT_ROWS - whole);
-                    self.add_whole_rows(p, sy, n);
-                    whole += n;
-                    sy += n;
-                    if whole == INT_ROWS {
-                        self.flush(sp.norm);
-                        whole = 0;
-                    }
+                // One or two source rows (a downscale by 2 or less, or an upscale).
+                self.add_row(p, sp.first, sp.w_first);
+                if sp.last > sp.first {
+                    self.add_row(p, sp.last, sp.w_last);
                 }
-                if whole > 0 {
-                    self.flush(sp.norm);
-                }
-                self.add_row(p, sp.last, Some(sp.w_last));
             }
             // Horizontal reduction of the summed row, then the colour conversion.
             let dst = &mut out[oy * self.out_w * ch..(oy + 1) * self.out_w * ch];
