@@ -236,6 +236,14 @@ impl DirectPlan {
                 })
             };
             let out = node.output[0].as_str();
+            // Fold the ReLU that alone reads this node's output into this node's step.
+            let mut fold_relu = || match relu_after(out) {
+                Some(r) => {
+                    fused.insert(r.output[0].as_str(), y);
+                    true
+                }
+                None => false,
+            };
             match node.op_type.as_str() {
                 "Conv" => {
                     let x = value(&node.input[0])?;
@@ -290,13 +298,7 @@ impl DirectPlan {
                             b
                         }
                     };
-                    let relu = match relu_after(out) {
-                        Some(r) => {
-                            fused.insert(r.output[0].as_str(), y);
-                            true
-                        }
-                        None => false,
-                    };
+                    let relu = fold_relu();
                     // A Winograd convolution keeps only its transformed weights.
                     let winograd = (kh == 3
                         && kw == 3
@@ -336,13 +338,7 @@ impl DirectPlan {
                     if shapes[a] != shapes[b] {
                         return Err("Add with broadcasting".into());
                     }
-                    let relu = match relu_after(out) {
-                        Some(r) => {
-                            fused.insert(r.output[0].as_str(), y);
-                            true
-                        }
-                        None => false,
-                    };
+                    let relu = fold_relu();
                     shapes.push(shapes[a].clone());
                     steps.push(Step::Add { a, b, y, relu });
                 }
@@ -413,13 +409,7 @@ impl DirectPlan {
                             }
                         }
                     };
-                    let relu = match relu_after(out) {
-                        Some(r) => {
-                            fused.insert(r.output[0].as_str(), y);
-                            true
-                        }
-                        None => false,
-                    };
+                    let relu = fold_relu();
                     shapes.push(vec![n]);
                     steps.push(Step::Dense {
                         x,
