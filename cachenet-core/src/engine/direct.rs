@@ -36,10 +36,21 @@ pub(super) struct DirectPlan {
 struct Scratch {
     values: Vec<Vec<f32>>,
     col: Vec<f32>,
-    /// Winograd: one zero-padded input plane, its transformed tiles and their products.
+    wino: Wino,
+}
+
+/// The buffers of a Winograd convolution, reused from run to run.
+#[derive(Debug, Default)]
+struct Wino {
+    /// One zero-padded input plane, split into its even and odd columns.
     padded: Vec<f32>,
+    /// `B^T d` of one row of tiles (even and odd columns).
+    rows: Vec<f32>,
+    /// The transformed tiles `V` and their products `M` with the weights.
     tiles: Vec<f32>,
     products: Vec<f32>,
+    /// `A^T m` (top and bottom row) and the four outputs of every tile, for one channel.
+    outs: Vec<f32>,
 }
 
 #[derive(Debug)]
@@ -120,9 +131,12 @@ fn float(node: &pb::NodeProto, name: &str, default: f32) -> f32 {
     attr(node, name).map(|a| a.f).unwrap_or(default)
 }
 
+/// The dimensions and f32 values of a tensor.
+type Tensor = (Vec<usize>, Vec<f32>);
+
 /// The f32 values and dimensions of an initializer stored inside the file, taken out of it (an
 /// initializer read twice is refused the second time, and the graph goes to tract).
-fn tensor_f32(t: &mut pb::TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
+fn tensor_f32(t: &mut pb::TensorProto) -> Result<Tensor, String> {
     const FLOAT: i32 = 1;
     if t.data_type != FLOAT {
         return Err(format!("initializer {} is not f32", t.name));
@@ -154,6 +168,22 @@ fn tensor_f32(t: &mut pb::TensorProto) -> Result<(Vec<usize>, Vec<f32>), String>
         ));
     }
     Ok((dims, values))
+}
+
+/// Input `i` of `node` as an f32 initializer, taken out of `weights`; None when the input is
+/// absent or empty.
+fn initializer(
+    node: &pb::NodeProto,
+    i: usize,
+    weights: &mut HashMap<String, pb::TensorProto>,
+) -> Result<Option<Tensor>, String> {
+    let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let t = weights
+        .get_mut(name.as_str())
+        .ok_or_else(|| format!("{} input {name} is not an initializer", node.op_type))?;
+    tensor_f32(t).map(Some)
 }
 
 impl DirectPlan {
@@ -250,12 +280,8 @@ impl DirectPlan {
                     let [cin, h, w] = shapes[x][..] else {
                         return Err("Conv on a value that is not an image".into());
                     };
-                    let wt = node
-                        .input
-                        .get(1)
-                        .and_then(|n| weights.get_mut(n.as_str()))
-                        .ok_or("Conv weights are not an initializer")?;
-                    let (wd, weight) = tensor_f32(wt)?;
+                    let (wd, weight) =
+                        initializer(node, 1, &mut weights)?.ok_or("Conv without weights")?;
                     let [cout, wcin, kh, kw] = wd[..] else {
                         return Err("Conv is not 2-D".into());
                     };
@@ -285,18 +311,10 @@ impl DirectPlan {
                         return Err("Conv kernel larger than its padded input".into());
                     }
                     let (ho, wo) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
-                    let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
+                    let bias = match initializer(node, 2, &mut weights)? {
                         None => vec![0.0; cout],
-                        Some(b) => {
-                            let t = weights
-                                .get_mut(b.as_str())
-                                .ok_or("Conv bias is not an initializer")?;
-                            let (_, b) = tensor_f32(t)?;
-                            if b.len() != cout {
-                                return Err("Conv bias length".into());
-                            }
-                            b
-                        }
+                        Some((_, b)) if b.len() == cout => b,
+                        Some(_) => return Err("Conv bias length".into()),
                     };
                     let relu = fold_relu();
                     // A Winograd convolution keeps only its transformed weights.
@@ -371,12 +389,8 @@ impl DirectPlan {
                     if int(node, "transA", 0) != 0 {
                         return Err("Gemm with transA".into());
                     }
-                    let t = node
-                        .input
-                        .get(1)
-                        .and_then(|n| weights.get_mut(n.as_str()))
-                        .ok_or("Gemm weights are not an initializer")?;
-                    let (wd, wv) = tensor_f32(t)?;
+                    let (wd, wv) =
+                        initializer(node, 1, &mut weights)?.ok_or("Gemm without weights")?;
                     let trans_b = int(node, "transB", 0) != 0;
                     let n = match (&wd[..], trans_b) {
                         (&[n, kk], true) if kk == k => n,
@@ -395,19 +409,11 @@ impl DirectPlan {
                             weight[o * k + i] = alpha * v;
                         }
                     }
-                    let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+                    let bias = match initializer(node, 2, &mut weights)? {
                         None => vec![0.0; n],
-                        Some(b) => {
-                            let t = weights
-                                .get_mut(b.as_str())
-                                .ok_or("Gemm bias is not an initializer")?;
-                            let (_, b) = tensor_f32(t)?;
-                            match b.len() {
-                                1 => vec![beta * b[0]; n],
-                                l if l == n => b.iter().map(|v| beta * v).collect(),
-                                _ => return Err("Gemm bias length".into()),
-                            }
-                        }
+                        Some((_, b)) if b.len() == 1 => vec![beta * b[0]; n],
+                        Some((_, b)) if b.len() == n => b.iter().map(|v| beta * v).collect(),
+                        Some(_) => return Err("Gemm bias length".into()),
                     };
                     let relu = fold_relu();
                     shapes.push(vec![n]);
@@ -500,13 +506,6 @@ fn winograd_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     u
 }
 
-/// The Winograd buffers of a scratch, borrowed together.
-struct Wino<'a> {
-    padded: &'a mut Vec<f32>,
-    tiles: &'a mut Vec<f32>,
-    products: &'a mut Vec<f32>,
-}
-
 /// Take value `y` out of the table to write it while the others are read.
 fn take(values: &mut [Vec<f32>], y: usize, len: usize) -> Vec<f32> {
     let mut v = std::mem::take(&mut values[y]);
@@ -520,14 +519,7 @@ impl Step {
             Step::Conv { x, y, conv, relu } => {
                 let mut out = take(&mut s.values, *y, conv.cout * conv.ho * conv.wo);
                 match &conv.winograd {
-                    Some(u) => {
-                        let mut wino = Wino {
-                            padded: &mut s.padded,
-                            tiles: &mut s.tiles,
-                            products: &mut s.products,
-                        };
-                        conv.winograd(u, &s.values[*x], &mut wino, &mut out, *relu)
-                    }
+                    Some(u) => conv.winograd(u, &s.values[*x], &mut s.wino, &mut out, *relu),
                     None => conv.run(&s.values[*x], &mut s.col, &mut out, *relu),
                 }
                 s.values[*y] = out;
@@ -611,7 +603,7 @@ impl Conv {
     /// The same convolution (3x3, stride 1, pad 1) by Winograd's F(2x2, 3x3): each 2x2 output
     /// tile from a 4x4 input tile with 16 multiplications per channel pair instead of 36, as
     /// 16 matrix products `U[k] (cout x cin) x V[k] (cin x tiles)`.
-    fn winograd(&self, u: &[f32], x: &[f32], s: &mut Wino<'_>, out: &mut [f32], relu: bool) {
+    fn winograd(&self, u: &[f32], x: &[f32], s: &mut Wino, out: &mut [f32], relu: bool) {
         let (h, w, cin, cout) = (self.h, self.w, self.cin, self.cout);
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         let t = th * tw;
@@ -622,7 +614,7 @@ impl Conv {
         s.padded.clear();
         s.padded.resize(2 * ph * hw, 0.0);
         s.tiles.resize(16 * cin * t, 0.0);
-        let mut rows = vec![0f32; 8 * hw];
+        s.rows.resize(8 * hw, 0.0);
         for (c, plane) in x.chunks_exact(h * w).enumerate() {
             let (even, odd) = s.padded.split_at_mut(ph * hw);
             for (r, src) in plane.chunks_exact(w).enumerate() {
@@ -641,7 +633,7 @@ impl Conv {
             let (even, odd) = (&s.padded[..ph * hw], &s.padded[ph * hw..]);
             for ty in 0..th {
                 // B^T d over the tile rows, on the even and the odd columns.
-                let (te, to) = rows.split_at_mut(4 * hw);
+                let (te, to) = s.rows.split_at_mut(4 * hw);
                 for (half, tr) in [(even, &mut *te), (odd, &mut *to)] {
                     let r = |i: usize| &half[(2 * ty + i) * hw..][..hw];
                     let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
@@ -690,23 +682,28 @@ impl Conv {
         }
         // A^T m A per tile (y00, y01, y10, y11 for every tile), then bias and ReLU, cropped
         // to the output.
-        let mut ys = [vec![0f32; t], vec![0f32; t], vec![0f32; t], vec![0f32; t]];
-        let mut top = [vec![0f32; t], vec![0f32; t], vec![0f32; t], vec![0f32; t]];
-        let mut bottom = [vec![0f32; t], vec![0f32; t], vec![0f32; t], vec![0f32; t]];
+        s.outs.resize(12 * t, 0.0);
         for (o, (dst, &bias)) in out.chunks_exact_mut(h * w).zip(&self.bias).enumerate() {
             let m = |i: usize, j: usize| &s.products[((i * 4 + j) * cout + o) * t..][..t];
+            let (ys, rest) = s.outs.split_at_mut(4 * t);
+            let (top, bottom) = rest.split_at_mut(4 * t);
             // A^T m over the tile rows, elementwise over all tiles.
             for j in 0..4 {
                 let (m0, m1, m2, m3) = (m(0, j), m(1, j), m(2, j), m(3, j));
+                let (tj, bj) = (&mut top[j * t..][..t], &mut bottom[j * t..][..t]);
                 for n in 0..t {
-                    top[j][n] = m0[n] + m1[n] + m2[n];
-                    bottom[j][n] = m1[n] - m2[n] - m3[n];
+                    tj[n] = m0[n] + m1[n] + m2[n];
+                    bj[n] = m1[n] - m2[n] - m3[n];
                 }
             }
-            // (A^T m) A over the tile columns.
-            let [y00, y01, y10, y11] = &mut ys;
-            for (sr, left, right) in [(&top, y00, y01), (&bottom, y10, y11)] {
-                let (q0, q1, q2, q3) = (&sr[0][..t], &sr[1][..t], &sr[2][..t], &sr[3][..t]);
+            // (A^T m) A over the tile columns: y00, y01 from the top row, y10, y11 from the
+            // bottom one.
+            let (y0, y1) = ys.split_at_mut(2 * t);
+            let (y00, y01) = y0.split_at_mut(t);
+            let (y10, y11) = y1.split_at_mut(t);
+            for (sr, left, right) in [(&*top, y00, y01), (&*bottom, y10, y11)] {
+                let q = |j: usize| &sr[j * t..][..t];
+                let (q0, q1, q2, q3) = (q(0), q(1), q(2), q(3));
                 for n in 0..t {
                     left[n] = q0[n] + q1[n] + q2[n] + bias;
                     right[n] = q1[n] - q2[n] - q3[n] + bias;
@@ -716,8 +713,8 @@ impl Conv {
             let act = |v: f32| if relu { v.max(0.0) } else { v };
             for (oy, row) in dst.chunks_exact_mut(w).enumerate() {
                 let (ty, a) = (oy / 2, oy % 2);
-                let left = &ys[a * 2][ty * tw..][..tw];
-                let right = &ys[a * 2 + 1][ty * tw..][..tw];
+                let left = &ys[a * 2 * t + ty * tw..][..tw];
+                let right = &ys[(a * 2 + 1) * t + ty * tw..][..tw];
                 let mut pairs = row.chunks_exact_mut(2);
                 for (p, (l, r)) in (&mut pairs).zip(left.iter().zip(right)) {
                     p[0] = act(*l);
