@@ -26,6 +26,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use crate::{CoreError, Result};
 
 mod direct;
+mod gemm;
 
 use direct::DirectPlan;
 

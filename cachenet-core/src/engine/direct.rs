@@ -6,9 +6,9 @@
 //! packs the image lazily for small images (28x28 and below), about a third of a run. This
 //! plan lowers each convolution to one matrix product on an im2col buffer (copied row by row,
 //! contiguous for stride 1), or for 3x3 stride-1 layers to Winograd's F(2x2, 3x3), and runs
-//! the products with `matrixmultiply` (through ndarray, which picks AVX-512, AVX2 or NEON
-//! kernels at run time). The large buffers (values, im2col, Winograd tiles) live in a per-plan
-//! scratch pool, reused from run to run and freed with the model.
+//! the products on weights laid out at load for the CPU's kernel (see [`super::gemm`]). The
+//! large buffers (values, im2col, Winograd tiles) live in a per-plan scratch pool, reused from
+//! run to run and freed with the model.
 //!
 //! A graph with anything else (another operator, grouped or dilated convolution, broadcasting
 //! addition, external weights, several outputs) is not taken: [`DirectPlan::build`] says why and
@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tract_onnx::pb;
-use tract_onnx::prelude::tract_ndarray::linalg::general_mat_mul;
-use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2};
+
+use super::gemm::Weights;
 
 /// A graph lowered to a list of steps over numbered values.
 #[derive(Debug)]
@@ -67,12 +67,18 @@ struct Conv {
     pad: [usize; 2],
     ho: usize,
     wo: usize,
-    /// For a 3x3, stride 1, pad 1 convolution: the weights transformed for Winograd's
-    /// F(2x2, 3x3), `16 x cout x cin` (see [`Conv::winograd`]).
-    winograd: Option<Vec<f32>>,
-    /// `cout x (cin * kh * kw)`, row-major (ONNX's layout); empty for a Winograd convolution.
-    weight: Vec<f32>,
+    weights: Lowering,
     bias: Vec<f32>,
+}
+
+/// How a convolution runs, with its weights in the form that needs.
+#[derive(Debug)]
+enum Lowering {
+    /// One product of the `cout x (cin * kh * kw)` weights with the im2col buffer.
+    Im2col(Weights),
+    /// For a 3x3, stride 1, pad 1 convolution: Winograd's F(2x2, 3x3), with the 16 transformed
+    /// weight matrices (`cout x cin` each, see [`Conv::winograd`]).
+    Winograd(Vec<Weights>),
 }
 
 #[derive(Debug)]
@@ -318,16 +324,21 @@ impl DirectPlan {
                     };
                     let relu = fold_relu();
                     // A Winograd convolution keeps only its transformed weights.
-                    let winograd = (kh == 3
+                    let lowering = if kh == 3
                         && kw == 3
                         && [sh, sw] == [1, 1]
                         && [pt, pl, pb as usize, pr as usize] == [1, 1, 1, 1]
-                        && cin >= WINOGRAD_MIN_CHANNELS)
-                        .then(|| winograd_weights(&weight, cout, cin));
-                    let weight = if winograd.is_some() {
-                        Vec::new()
+                        && cin >= WINOGRAD_MIN_CHANNELS
+                    {
+                        let u = winograd_weights(&weight, cout, cin);
+                        drop(weight);
+                        Lowering::Winograd(
+                            u.chunks_exact(cout * cin)
+                                .map(|u| Weights::new(u.to_vec(), cout, cin))
+                                .collect(),
+                        )
                     } else {
-                        weight
+                        Lowering::Im2col(Weights::new(weight, cout, cin * kh * kw))
                     };
                     shapes.push(vec![cout, ho, wo]);
                     steps.push(Step::Conv {
@@ -345,8 +356,7 @@ impl DirectPlan {
                             pad: [pt, pl],
                             ho,
                             wo,
-                            winograd,
-                            weight,
+                            weights: lowering,
                             bias,
                         }),
                     });
@@ -518,9 +528,11 @@ impl Step {
         match self {
             Step::Conv { x, y, conv, relu } => {
                 let mut out = take(&mut s.values, *y, conv.cout * conv.ho * conv.wo);
-                match &conv.winograd {
-                    Some(u) => conv.winograd(u, &s.values[*x], &mut s.wino, &mut out, *relu),
-                    None => conv.run(&s.values[*x], &mut s.col, &mut out, *relu),
+                match &conv.weights {
+                    Lowering::Winograd(u) => {
+                        conv.winograd(u, &s.values[*x], &mut s.wino, &mut out, *relu)
+                    }
+                    Lowering::Im2col(a) => conv.run(a, &s.values[*x], &mut s.col, &mut out, *relu),
                 }
                 s.values[*y] = out;
             }
@@ -577,7 +589,7 @@ impl Step {
 
 impl Conv {
     /// `out = conv(x) + bias`, then ReLU if asked; `out` holds `cout * ho * wo` values.
-    fn run(&self, x: &[f32], col: &mut Vec<f32>, out: &mut [f32], relu: bool) {
+    fn run(&self, a: &Weights, x: &[f32], col: &mut Vec<f32>, out: &mut [f32], relu: bool) {
         let n = self.ho * self.wo;
         let k = self.cin * self.kh * self.kw;
         let plain = self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0];
@@ -587,23 +599,13 @@ impl Conv {
             self.im2col(x, col);
             &col[..k * n]
         };
-        let a = ArrayView2::from_shape((self.cout, k), &self.weight[..]).expect("weight shape");
-        let b = ArrayView2::from_shape((k, n), b).expect("column shape");
-        let mut c = ArrayViewMut2::from_shape((self.cout, n), out).expect("output shape");
-        general_mat_mul(1.0, &a, &b, 0.0, &mut c);
-        for (row, bias) in out.chunks_exact_mut(n).zip(&self.bias) {
-            if relu {
-                row.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
-            } else {
-                row.iter_mut().for_each(|v| *v += bias);
-            }
-        }
+        a.product(b, n, out, Some(&self.bias), relu);
     }
 
     /// The same convolution (3x3, stride 1, pad 1) by Winograd's F(2x2, 3x3): each 2x2 output
     /// tile from a 4x4 input tile with 16 multiplications per channel pair instead of 36, as
     /// 16 matrix products `U[k] (cout x cin) x V[k] (cin x tiles)`.
-    fn winograd(&self, u: &[f32], x: &[f32], s: &mut Wino, out: &mut [f32], relu: bool) {
+    fn winograd(&self, u: &[Weights], x: &[f32], s: &mut Wino, out: &mut [f32], relu: bool) {
         let (h, w, cin, cout) = (self.h, self.w, self.cin, self.cout);
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         let t = th * tw;
@@ -670,15 +672,14 @@ impl Conv {
             }
         }
         s.products.resize(16 * cout * t, 0.0);
-        for k in 0..16 {
-            let a = ArrayView2::from_shape((cout, cin), &u[k * cout * cin..][..cout * cin])
-                .expect("weight shape");
-            let b = ArrayView2::from_shape((cin, t), &s.tiles[k * cin * t..][..cin * t])
-                .expect("tile shape");
-            let mut c =
-                ArrayViewMut2::from_shape((cout, t), &mut s.products[k * cout * t..][..cout * t])
-                    .expect("product shape");
-            general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+        for (k, u) in u.iter().enumerate() {
+            u.product(
+                &s.tiles[k * cin * t..][..cin * t],
+                t,
+                &mut s.products[k * cout * t..][..cout * t],
+                None,
+                false,
+            );
         }
         // A^T m A per tile (y00, y01, y10, y11 for every tile), then bias and ReLU, cropped
         // to the output.
