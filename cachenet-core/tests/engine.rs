@@ -267,6 +267,32 @@ fn dense_head_on_a_flattened_image_agrees_with_tract() {
     agree("dense.onnx", &bytes, [1, 1, 8, 7], 4, Backend::Direct);
 }
 
+/// A graph whose output is an image (channels first, as ONNX lays it out) from a
+/// multi-channel input through a Winograd convolution and a strided one.
+#[test]
+fn image_output_agrees_with_tract() {
+    let nodes = vec![
+        conv("x", "w1", Some("b1"), "c1", [1, 1], [1, 1, 1, 1]),
+        conv("c1", "w2", Some("b2"), "y", [2, 1], [0, 1, 1, 0]),
+    ];
+    let inits = vec![
+        init("w1", &[9, 8, 3, 3], 1),
+        init("b1", &[9], 2),
+        init("w2", &[5, 9, 3, 2], 3),
+        init("b2", &[5], 4),
+    ];
+    let bytes = model([1, 8, 7, 6], nodes, inits, "y");
+    // 7x6 -> 7x6 (Winograd), then stride 2x1, pads top 0 left 1 bottom 1 right 0, kernel
+    // 3x2: 3 x 6 outputs of 5 channels.
+    agree(
+        "image.onnx",
+        &bytes,
+        [1, 8, 7, 6],
+        5 * 3 * 6,
+        Backend::Direct,
+    );
+}
+
 /// Graphs with an operator or attribute the plan does not take run on tract's plan.
 #[test]
 fn other_graphs_run_on_tracts_plan() {

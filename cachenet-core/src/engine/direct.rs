@@ -42,15 +42,14 @@ struct Scratch {
 /// The buffers of a Winograd convolution, reused from run to run.
 #[derive(Debug, Default)]
 struct Wino {
-    /// One zero-padded input plane, split into its even and odd columns.
+    /// The input zero-padded to whole tiles (pixel-major like every image value).
     padded: Vec<f32>,
-    /// `B^T d` of one row of tiles (even and odd columns).
-    rows: Vec<f32>,
-    /// The transformed tiles `V` and their products `M` with the weights.
+    /// `d B` of one tile (16 channel vectors), then `A^T m` of one tile (8).
+    part: Vec<f32>,
+    /// The transformed tiles `V` (16 matrices of tiles x cin) and their products `M` with the
+    /// weights (16 matrices of tiles x cout).
     tiles: Vec<f32>,
     products: Vec<f32>,
-    /// `A^T m` (top and bottom row) and the four outputs of every tile, for one channel.
-    outs: Vec<f32>,
 }
 
 #[derive(Debug)]
@@ -108,6 +107,14 @@ enum Step {
     Copy {
         x: usize,
         y: usize,
+    },
+    /// An image from ONNX's channel-major order to the plan's pixel-major one, or back.
+    Transpose {
+        x: usize,
+        y: usize,
+        /// Rows and columns of the source, seen as a matrix.
+        rows: usize,
+        cols: usize,
     },
     /// `y = alpha * W x + beta * bias` with `W` stored `n x k`.
     Dense {
@@ -226,9 +233,25 @@ impl DirectPlan {
             return Err("not one input and one output".into());
         }
         // Value ids and shapes (batch dropped: [c, h, w] or [n]).
+        // Images are held pixel-major (`h x w x c`, the channels of a pixel adjacent) so that
+        // every loop of a convolution runs along the channels; ONNX's channel-major input is
+        // transposed on the way in, and back wherever the graph flattens an image or outputs one.
         let mut ids: HashMap<&str, usize> = HashMap::new();
         let mut shapes: Vec<Vec<usize>> = vec![input_shape[1..].to_vec()];
-        ids.insert(inputs[0].name.as_str(), 0);
+        let mut steps: Vec<Step> = Vec::new();
+        let [c0, h0, w0] = input_shape[1..] else {
+            unreachable!("four dimensions")
+        };
+        if c0 > 1 && h0 * w0 > 1 {
+            steps.push(Step::Transpose {
+                x: 0,
+                y: 1,
+                rows: c0,
+                cols: h0 * w0,
+            });
+            shapes.push(shapes[0].clone());
+        }
+        ids.insert(inputs[0].name.as_str(), shapes.len() - 1);
         // How many nodes read each value (a ReLU folds into the step before it only when it is
         // that value's one reader and the value is not the graph's output).
         let mut readers: HashMap<&str, usize> = HashMap::new();
@@ -238,7 +261,6 @@ impl DirectPlan {
             }
         }
         let out_name = graph.output[0].name.as_str();
-        let mut steps: Vec<Step> = Vec::new();
         let mut fused: HashMap<&str, usize> = HashMap::new(); // relu output name -> value id
         for node in &graph.node {
             if let Some(&id) = fused.get(node.output.first().map(|s| s.as_str()).unwrap_or("")) {
@@ -333,12 +355,26 @@ impl DirectPlan {
                         let u = winograd_weights(&weight, cout, cin);
                         drop(weight);
                         Lowering::Winograd(
-                            u.chunks_exact(cout * cin)
-                                .map(|u| Weights::new(u.to_vec(), cout, cin))
+                            u.chunks_exact(cin * cout)
+                                .map(|u| Weights::new(u.to_vec(), cin, cout))
                                 .collect(),
                         )
                     } else {
-                        Lowering::Im2col(Weights::new(weight, cout, cin * kh * kw))
+                        // ONNX's cout x cin x kh x kw as (kh, kw, cin) x cout, the order of
+                        // the im2col columns.
+                        let k = kh * kw * cin;
+                        let mut wt = vec![0.0; k * cout];
+                        for (i, &v) in weight.iter().enumerate() {
+                            let (co, ci, ky, kx) = (
+                                i / (cin * kh * kw),
+                                i / (kh * kw) % cin,
+                                i / kw % kh,
+                                i % kw,
+                            );
+                            wt[((ky * kw + kx) * cin + ci) * cout + co] = v;
+                        }
+                        drop(weight);
+                        Lowering::Im2col(Weights::new(wt, k, cout))
                     };
                     shapes.push(vec![cout, ho, wo]);
                     steps.push(Step::Conv {
@@ -389,7 +425,15 @@ impl DirectPlan {
                         return Err("Flatten on an axis other than 1".into());
                     }
                     shapes.push(vec![shapes[x].iter().product()]);
-                    steps.push(Step::Copy { x, y });
+                    steps.push(match shapes[x][..] {
+                        [c, h, w] if c > 1 && h * w > 1 => Step::Transpose {
+                            x,
+                            y,
+                            rows: h * w,
+                            cols: c,
+                        },
+                        _ => Step::Copy { x, y },
+                    });
                 }
                 "Gemm" => {
                     let x = value(&node.input[0])?;
@@ -443,9 +487,21 @@ impl DirectPlan {
                 return Err(format!("value {out} is defined twice"));
             }
         }
-        let output = *ids
+        let mut output = *ids
             .get(out_name)
             .ok_or("the graph's output is not computed")?;
+        if let [c, h, w] = shapes[output][..] {
+            if c > 1 && h * w > 1 {
+                steps.push(Step::Transpose {
+                    x: output,
+                    y: shapes.len(),
+                    rows: h * w,
+                    cols: c,
+                });
+                output = shapes.len();
+                shapes.push(vec![c, h, w]);
+            }
+        }
         let len: usize = shapes[output].iter().product();
         if len != output_len {
             return Err(format!("output has {len} values, expected {output_len}"));
@@ -490,7 +546,7 @@ impl DirectPlan {
 const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 /// Winograd's weight transform `U = G g G^T` for every (output, input) channel pair, laid out
-/// as 16 matrices of `cout x cin`.
+/// as 16 matrices of `cin x cout`.
 fn winograd_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     const G: [[f32; 3]; 4] = [
         [1.0, 0.0, 0.0],
@@ -499,7 +555,8 @@ fn winograd_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
         [0.0, 0.0, 1.0],
     ];
     let mut u = vec![0.0; 16 * cout * cin];
-    for (oc, g) in weight.chunks_exact(9).enumerate() {
+    for (pair, g) in weight.chunks_exact(9).enumerate() {
+        let (co, ci) = (pair / cin, pair % cin);
         // G g (4x3), then (G g) G^T (4x4).
         let mut gg = [[0f32; 3]; 4];
         for (i, row) in gg.iter_mut().enumerate() {
@@ -509,11 +566,21 @@ fn winograd_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
         }
         for i in 0..4 {
             for j in 0..4 {
-                u[(i * 4 + j) * cout * cin + oc] = (0..3).map(|k| gg[i][k] * G[j][k]).sum();
+                u[((i * 4 + j) * cin + ci) * cout + co] = (0..3).map(|k| gg[i][k] * G[j][k]).sum();
             }
         }
     }
     u
+}
+
+/// Four disjoint runs of `len` values of `buf`, at `start(0) < start(1) < start(2) <
+/// start(3)` (each at least `len` after the one before).
+fn four_mut(buf: &mut [f32], start: impl Fn(usize) -> usize, len: usize) -> [&mut [f32]; 4] {
+    let (_, rest) = buf.split_at_mut(start(0));
+    let (a, rest) = rest.split_at_mut(start(1) - start(0));
+    let (b, rest) = rest.split_at_mut(start(2) - start(1));
+    let (c, d) = rest.split_at_mut(start(3) - start(2));
+    [&mut a[..len], &mut b[..len], &mut c[..len], &mut d[..len]]
 }
 
 /// Take value `y` out of the table to write it while the others are read.
@@ -555,15 +622,27 @@ impl Step {
             }
             Step::GlobalAveragePool { x, y, channels } => {
                 let mut out = take(&mut s.values, *y, *channels);
-                let plane = s.values[*x].len() / channels;
-                for (o, p) in out.iter_mut().zip(s.values[*x].chunks_exact(plane)) {
-                    *o = p.iter().sum::<f32>() / plane as f32;
+                out.fill(0.0);
+                let pixels = s.values[*x].chunks_exact(*channels);
+                let count = pixels.len() as f32;
+                for px in pixels {
+                    out.iter_mut().zip(px).for_each(|(o, v)| *o += v);
                 }
+                out.iter_mut().for_each(|o| *o /= count);
                 s.values[*y] = out;
             }
             Step::Copy { x, y } => {
                 let mut out = take(&mut s.values, *y, 0);
                 out.extend_from_slice(&s.values[*x]);
+                s.values[*y] = out;
+            }
+            Step::Transpose { x, y, rows, cols } => {
+                let mut out = take(&mut s.values, *y, rows * cols);
+                for (r, src) in s.values[*x].chunks_exact(*cols).enumerate() {
+                    for (c, &v) in src.iter().enumerate() {
+                        out[c * rows + r] = v;
+                    }
+                }
                 s.values[*y] = out;
             }
             Step::Dense {
@@ -588,186 +667,149 @@ impl Step {
 }
 
 impl Conv {
-    /// `out = conv(x) + bias`, then ReLU if asked; `out` holds `cout * ho * wo` values.
-    fn run(&self, a: &Weights, x: &[f32], col: &mut Vec<f32>, out: &mut [f32], relu: bool) {
-        let n = self.ho * self.wo;
-        let k = self.cin * self.kh * self.kw;
+    /// `out = conv(x) + bias`, then ReLU if asked; `x` and `out` pixel-major.
+    fn run(&self, w: &Weights, x: &[f32], col: &mut Vec<f32>, out: &mut [f32], relu: bool) {
         let plain = self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0];
-        let b: &[f32] = if plain {
+        let a: &[f32] = if plain {
             x
         } else {
             self.im2col(x, col);
-            &col[..k * n]
+            col
         };
-        a.product(b, n, out, Some(&self.bias), relu);
+        w.product(a, self.ho * self.wo, out, Some(&self.bias), relu);
+    }
+
+    /// One row per output pixel, one column per (kernel row, kernel column, input channel):
+    /// each run of `cin` columns is one input pixel (zero outside the image).
+    fn im2col(&self, x: &[f32], col: &mut Vec<f32>) {
+        let (cin, h, w) = (self.cin, self.h, self.w);
+        let [sh, sw] = self.stride;
+        let [pt, pl] = self.pad;
+        let k = self.kh * self.kw * cin;
+        col.resize(self.ho * self.wo * k, 0.0);
+        for (p, row) in col.chunks_exact_mut(k).enumerate() {
+            let (oy, ox) = (p / self.wo, p % self.wo);
+            for (t, dst) in row.chunks_exact_mut(cin).enumerate() {
+                let (iy, ix) = ((oy * sh + t / self.kw), (ox * sw + t % self.kw));
+                if iy < pt || iy - pt >= h || ix < pl || ix - pl >= w {
+                    dst.fill(0.0);
+                } else {
+                    dst.copy_from_slice(&x[((iy - pt) * w + ix - pl) * cin..][..cin]);
+                }
+            }
+        }
     }
 
     /// The same convolution (3x3, stride 1, pad 1) by Winograd's F(2x2, 3x3): each 2x2 output
     /// tile from a 4x4 input tile with 16 multiplications per channel pair instead of 36, as
-    /// 16 matrix products `U[k] (cout x cin) x V[k] (cin x tiles)`.
+    /// 16 matrix products `V[k] (tiles x cin) x U[k] (cin x cout)`. Every transform is a sum
+    /// of whole channel vectors.
     fn winograd(&self, u: &[Weights], x: &[f32], s: &mut Wino, out: &mut [f32], relu: bool) {
         let (h, w, cin, cout) = (self.h, self.w, self.cin, self.cout);
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         let t = th * tw;
-        // The input plane zero-padded (one row and column before, enough after for whole
-        // tiles: 2 th + 2 rows) and split into its even and odd padded columns (tw + 1 each),
-        // so that every step below is a loop over contiguous rows.
-        let (ph, hw) = (2 * th + 2, tw + 1);
+        // The input with one zero row and column before it and enough after it for whole
+        // tiles (2 th + 2 rows of 2 tw + 2 pixels).
+        let pw = 2 * tw + 2;
         s.padded.clear();
-        s.padded.resize(2 * ph * hw, 0.0);
-        s.tiles.resize(16 * cin * t, 0.0);
-        s.rows.resize(8 * hw, 0.0);
-        for (c, plane) in x.chunks_exact(h * w).enumerate() {
-            let (even, odd) = s.padded.split_at_mut(ph * hw);
-            for (r, src) in plane.chunks_exact(w).enumerate() {
-                // Padded column 2j is input column 2j - 1, padded column 2j + 1 is input 2j.
-                let (e, o) = (
-                    &mut even[(r + 1) * hw..][..hw],
-                    &mut odd[(r + 1) * hw..][..hw],
+        s.padded.resize((2 * th + 2) * pw * cin, 0.0);
+        for (r, src) in x.chunks_exact(w * cin).enumerate() {
+            s.padded[((r + 1) * pw + 1) * cin..][..w * cin].copy_from_slice(src);
+        }
+        s.tiles.resize(16 * t * cin, 0.0);
+        s.part.resize(16 * cin.max(cout), 0.0);
+        for ti in 0..t {
+            let (ty, tx) = (ti / tw, ti % tw);
+            let d = |i: usize, j: usize| &s.padded[((2 * ty + i) * pw + 2 * tx + j) * cin..][..cin];
+            // d B along each tile row (columns a, b, c, e: a - c, b + c, c - b, b - e).
+            for i in 0..4 {
+                let (d0, d1, d2, d3) = (d(i, 0), d(i, 1), d(i, 2), d(i, 3));
+                let q = &mut s.part[i * 4 * cin..][..4 * cin];
+                let (q0, rest) = q.split_at_mut(cin);
+                let (q1, rest) = rest.split_at_mut(cin);
+                let (q2, q3) = rest.split_at_mut(cin);
+                // Every slice re-cut to `cin` so that the loop runs without bounds checks
+                // (and is vectorised).
+                let (q0, q1, q2, q3) = (
+                    &mut q0[..cin],
+                    &mut q1[..cin],
+                    &mut q2[..cin],
+                    &mut q3[..cin],
                 );
-                for (j, px) in src.chunks(2).enumerate() {
-                    o[j] = px[0];
-                    if let Some(&v) = px.get(1) {
-                        e[j + 1] = v;
-                    }
+                let (d0, d1, d2, d3) = (&d0[..cin], &d1[..cin], &d2[..cin], &d3[..cin]);
+                for c in 0..cin {
+                    q0[c] = d0[c] - d2[c];
+                    q1[c] = d1[c] + d2[c];
+                    q2[c] = d2[c] - d1[c];
+                    q3[c] = d1[c] - d3[c];
                 }
             }
-            let (even, odd) = (&s.padded[..ph * hw], &s.padded[ph * hw..]);
-            for ty in 0..th {
-                // B^T d over the tile rows, on the even and the odd columns.
-                let (te, to) = s.rows.split_at_mut(4 * hw);
-                for (half, tr) in [(even, &mut *te), (odd, &mut *to)] {
-                    let r = |i: usize| &half[(2 * ty + i) * hw..][..hw];
-                    let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
-                    let (t0, rest) = tr.split_at_mut(hw);
-                    let (t1, rest) = rest.split_at_mut(hw);
-                    let (t2, t3) = rest.split_at_mut(hw);
-                    for j in 0..hw {
-                        t0[j] = r0[j] - r2[j];
-                        t1[j] = r1[j] + r2[j];
-                        t2[j] = r2[j] - r1[j];
-                        t3[j] = r1[j] - r3[j];
-                    }
-                }
-                // (B^T d) B over the tile columns: with a, b, c, d the tile's four columns,
-                // a = even[tx], b = odd[tx], c = even[tx + 1], d = odd[tx + 1].
-                for i in 0..4 {
-                    let (e, o) = (&te[i * hw..][..hw], &to[i * hw..][..hw]);
-                    let at = |k: usize| ((i * 4 + k) * cin + c) * t + ty * tw;
-                    let (a, cc) = (&e[..tw], &e[1..]);
-                    let (b, d) = (&o[..tw], &o[1..]);
-                    for (v, (a, cc)) in s.tiles[at(0)..][..tw].iter_mut().zip(a.iter().zip(cc)) {
-                        *v = a - cc;
-                    }
-                    for (v, (b, cc)) in s.tiles[at(1)..][..tw].iter_mut().zip(b.iter().zip(cc)) {
-                        *v = b + cc;
-                    }
-                    for (v, (b, cc)) in s.tiles[at(2)..][..tw].iter_mut().zip(b.iter().zip(cc)) {
-                        *v = cc - b;
-                    }
-                    for (v, (b, d)) in s.tiles[at(3)..][..tw].iter_mut().zip(b.iter().zip(d)) {
-                        *v = b - d;
-                    }
+            // B^T (d B) down each column, into row `ti` of V[i * 4 + j].
+            for j in 0..4 {
+                let q = |i: usize| &s.part[(i * 4 + j) * cin..][..cin];
+                let (q0, q1, q2, q3) = (q(0), q(1), q(2), q(3));
+                let [v0, v1, v2, v3] =
+                    four_mut(&mut s.tiles, |i| ((i * 4 + j) * t + ti) * cin, cin);
+                let (v0, v1, v2, v3) = (
+                    &mut v0[..cin],
+                    &mut v1[..cin],
+                    &mut v2[..cin],
+                    &mut v3[..cin],
+                );
+                let (q0, q1, q2, q3) = (&q0[..cin], &q1[..cin], &q2[..cin], &q3[..cin]);
+                for c in 0..cin {
+                    v0[c] = q0[c] - q2[c];
+                    v1[c] = q1[c] + q2[c];
+                    v2[c] = q2[c] - q1[c];
+                    v3[c] = q1[c] - q3[c];
                 }
             }
         }
-        s.products.resize(16 * cout * t, 0.0);
+        s.products.resize(16 * t * cout, 0.0);
         for (k, u) in u.iter().enumerate() {
             u.product(
-                &s.tiles[k * cin * t..][..cin * t],
+                &s.tiles[k * t * cin..][..t * cin],
                 t,
-                &mut s.products[k * cout * t..][..cout * t],
+                &mut s.products[k * t * cout..][..t * cout],
                 None,
                 false,
             );
         }
-        // A^T m A per tile (y00, y01, y10, y11 for every tile), then bias and ReLU, cropped
-        // to the output.
-        s.outs.resize(12 * t, 0.0);
-        for (o, (dst, &bias)) in out.chunks_exact_mut(h * w).zip(&self.bias).enumerate() {
-            let m = |i: usize, j: usize| &s.products[((i * 4 + j) * cout + o) * t..][..t];
-            let (ys, rest) = s.outs.split_at_mut(4 * t);
-            let (top, bottom) = rest.split_at_mut(4 * t);
-            // A^T m over the tile rows, elementwise over all tiles.
+        // A^T m A per tile, plus the bias, then the ReLU, cropped to the output.
+        let act = |v: f32| if relu { v.max(0.0) } else { v };
+        for ti in 0..t {
+            let (ty, tx) = (ti / tw, ti % tw);
+            let m = |i: usize, j: usize| &s.products[((i * 4 + j) * t + ti) * cout..][..cout];
+            // A^T m: the top (rows 0 + 1 + 2) and bottom (rows 1 - 2 - 3) of each column.
             for j in 0..4 {
                 let (m0, m1, m2, m3) = (m(0, j), m(1, j), m(2, j), m(3, j));
-                let (tj, bj) = (&mut top[j * t..][..t], &mut bottom[j * t..][..t]);
-                for n in 0..t {
-                    tj[n] = m0[n] + m1[n] + m2[n];
-                    bj[n] = m1[n] - m2[n] - m3[n];
+                let (top, bottom) = s.part[2 * j * cout..][..2 * cout].split_at_mut(cout);
+                let (top, bottom) = (&mut top[..cout], &mut bottom[..cout]);
+                let (m0, m1, m2, m3) = (&m0[..cout], &m1[..cout], &m2[..cout], &m3[..cout]);
+                for c in 0..cout {
+                    top[c] = m0[c] + m1[c] + m2[c];
+                    bottom[c] = m1[c] - m2[c] - m3[c];
                 }
             }
-            // (A^T m) A over the tile columns: y00, y01 from the top row, y10, y11 from the
-            // bottom one.
-            let (y0, y1) = ys.split_at_mut(2 * t);
-            let (y00, y01) = y0.split_at_mut(t);
-            let (y10, y11) = y1.split_at_mut(t);
-            for (sr, left, right) in [(&*top, y00, y01), (&*bottom, y10, y11)] {
-                let q = |j: usize| &sr[j * t..][..t];
-                let (q0, q1, q2, q3) = (q(0), q(1), q(2), q(3));
-                for n in 0..t {
-                    left[n] = q0[n] + q1[n] + q2[n] + bias;
-                    right[n] = q1[n] - q2[n] - q3[n] + bias;
+            // (A^T m) A along each row: left (0 + 1 + 2), right (1 - 2 - 3).
+            for a in 0..2 {
+                let oy = 2 * ty + a;
+                if oy >= h {
+                    break;
                 }
-            }
-            // Interleave the four outputs of each tile into the output rows, with the ReLU.
-            let act = |v: f32| if relu { v.max(0.0) } else { v };
-            for (oy, row) in dst.chunks_exact_mut(w).enumerate() {
-                let (ty, a) = (oy / 2, oy % 2);
-                let left = &ys[a * 2 * t + ty * tw..][..tw];
-                let right = &ys[(a * 2 + 1) * t + ty * tw..][..tw];
-                let mut pairs = row.chunks_exact_mut(2);
-                for (p, (l, r)) in (&mut pairs).zip(left.iter().zip(right)) {
-                    p[0] = act(*l);
-                    p[1] = act(*r);
+                let r = |j: usize| &s.part[(2 * j + a) * cout..][..cout];
+                let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+                let row = &mut out[(oy * w + 2 * tx) * cout..];
+                let (left, right) = row.split_at_mut(cout);
+                let (r0, r1, r2, r3) = (&r0[..cout], &r1[..cout], &r2[..cout], &r3[..cout]);
+                let (left, bias) = (&mut left[..cout], &self.bias[..cout]);
+                for c in 0..cout {
+                    left[c] = act(r0[c] + r1[c] + r2[c] + bias[c]);
                 }
-                if let [last] = pairs.into_remainder() {
-                    *last = act(left[tw - 1]);
-                }
-            }
-        }
-    }
-
-    /// One row per (input channel, kernel row, kernel column), one column per output pixel.
-    fn im2col(&self, x: &[f32], col: &mut Vec<f32>) {
-        let (ho, wo, h, w) = (self.ho, self.wo, self.h, self.w);
-        let [sh, sw] = self.stride;
-        let [pt, pl] = self.pad;
-        let n = ho * wo;
-        col.resize(self.cin * self.kh * self.kw * n, 0.0);
-        let mut rows = col.chunks_exact_mut(n);
-        for plane in x.chunks_exact(h * w).take(self.cin) {
-            for ky in 0..self.kh {
-                for kx in 0..self.kw {
-                    let row = rows.next().expect("im2col rows");
-                    // Output columns whose input column ox * sw + kx - pl lies inside the image.
-                    let lo = pl.saturating_sub(kx).div_ceil(sw).min(wo);
-                    let hi = if w + pl > kx {
-                        ((w + pl - kx - 1) / sw + 1).clamp(lo, wo)
-                    } else {
-                        lo
-                    };
-                    for (oy, dst) in row.chunks_exact_mut(wo).enumerate() {
-                        let iy = oy * sh + ky;
-                        if iy < pt || iy - pt >= h {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let src = &plane[(iy - pt) * w..][..w];
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
-                        if hi > lo {
-                            let start = lo * sw + kx - pl;
-                            if sw == 1 {
-                                dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
-                            } else {
-                                for (d, s) in
-                                    dst[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw))
-                                {
-                                    *d = *s;
-                                }
-                            }
-                        }
+                if 2 * tx + 1 < w {
+                    let right = &mut right[..cout];
+                    for c in 0..cout {
+                        right[c] = act(r1[c] - r2[c] - r3[c] + bias[c]);
                     }
                 }
             }

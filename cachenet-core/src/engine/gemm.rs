@@ -1,28 +1,27 @@
-//! Matrix products of the engine's plan: `C = A B (+ bias per row, then ReLU)` with `A` the
-//! layer's weights, known when the model is loaded.
+//! Matrix products of the engine's plan: `C = A W (+ bias per column, then ReLU)`, with `A`
+//! the activations (`m x k`, one row per pixel or Winograd tile, channels along the row) and
+//! `W` the layer's weights (`k x n`, one column per output channel), known at load.
 //!
-//! On an x86-64 CPU with AVX-512 the weights are packed once, at load, into panels of 8 rows
-//! (`k x 8` each, the 8 values of one column adjacent) and a kernel compiled for AVX-512
-//! reads `B` where it lies (the im2col buffer or the Winograd tiles, row-major), 48 output
-//! columns at a time (16 at the end of a row), with the bias in the accumulators and the ReLU at the store: nothing is
-//! packed or copied per run. Everywhere else (AVX2-only x86-64, aarch64 NEON) the weights stay
-//! row-major and `matrixmultiply` runs the product with the kernels it picks at run time.
+//! On an x86-64 CPU with AVX-512 the weights are packed once, at load, into strips of 16-64
+//! columns (`k x 16 v` each, zero after the last column), and a kernel compiled for AVX-512
+//! keeps a block of `C` (6-16 rows of one strip) in registers while it walks `k`: one vector
+//! load per 16 weights, one broadcast per activation, the bias in the accumulators and the
+//! ReLU at the store; the activations are read where they lie. Everywhere else (AVX2-only
+//! x86-64, aarch64 NEON) the weights stay row-major and `matrixmultiply` runs the product
+//! with the kernels it picks at run time.
 //!
 //! This module holds the only `unsafe` code of the engine: calling the AVX-512 function once
-//! the CPU is known to have AVX-512, and the masked vector loads and stores it makes. Each
-//! block says why it stays inside its slices.
+//! the CPU is known to have AVX-512, and the vector loads and stores it makes. Each block says
+//! why it stays inside its slices.
 
 use tract_onnx::prelude::tract_ndarray::linalg::general_mat_mul;
 use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2};
 
-/// Rows of `A` per panel of the AVX-512 kernel.
-const MR: usize = 8;
-
-/// The weights `A` (`m x k`) of one matrix product, in the layout of the kernel that runs it.
+/// The weights `W` (`k x n`) of one matrix product, in the layout of the kernel that runs it.
 #[derive(Debug)]
 pub(super) struct Weights {
-    m: usize,
     k: usize,
+    n: usize,
     layout: Layout,
 }
 
@@ -30,8 +29,9 @@ pub(super) struct Weights {
 enum Layout {
     /// Row-major, for `matrixmultiply`.
     Rows(Vec<f32>),
-    /// Panels of [`MR`] rows (zero rows after the last), `k x MR` each, for the AVX-512 kernel.
-    Panels(Vec<f32>),
+    /// Column strips for the AVX-512 kernel: `(first column, vectors of 16)` and the packed
+    /// values, strip after strip (`k x 16 v` each).
+    Strips(Vec<(usize, usize)>, Vec<f32>),
 }
 
 /// Whether this CPU runs the AVX-512 code (AVX-512F with AVX2 and FMA, as every AVX-512 CPU
@@ -49,81 +49,93 @@ fn avx512() -> bool {
     }
 }
 
+/// Widths of the column strips, in vectors of 16: as many of 64 columns as fit, then one
+/// narrower strip for the rest.
+fn strips(n: usize) -> Vec<(usize, usize)> {
+    (0..n)
+        .step_by(64)
+        .map(|j| (j, (n - j).min(64).div_ceil(16)))
+        .collect()
+}
+
 impl Weights {
-    /// `a` is `m x k`, row-major (ONNX's layout of convolution weights).
-    pub(super) fn new(a: Vec<f32>, m: usize, k: usize) -> Self {
-        Self::with_kernel(a, m, k, true)
+    /// `w` is `k x n`, row-major.
+    pub(super) fn new(w: Vec<f32>, k: usize, n: usize) -> Self {
+        Self::with_kernel(w, k, n, true)
     }
 
-    /// As [`Weights::new`], with the packed AVX-512 layout only if `packed` (and the CPU has it).
-    pub(super) fn with_kernel(a: Vec<f32>, m: usize, k: usize, packed: bool) -> Self {
-        assert_eq!(a.len(), m * k, "weights are not m x k");
+    /// As [`Weights::new`], packed for the AVX-512 kernel only if `packed` (and the CPU has it).
+    pub(super) fn with_kernel(w: Vec<f32>, k: usize, n: usize, packed: bool) -> Self {
+        assert_eq!(w.len(), k * n, "weights are not k x n");
         let layout = if packed && avx512() {
-            let mut p = vec![0.0; m.div_ceil(MR) * MR * k];
-            for (r, row) in a.chunks_exact(k).enumerate() {
-                let panel = &mut p[(r / MR) * MR * k..][..MR * k];
-                for (kk, &v) in row.iter().enumerate() {
-                    panel[kk * MR + r % MR] = v;
+            let strips = strips(n);
+            let mut p = Vec::with_capacity(strips.iter().map(|s| 16 * s.1 * k).sum());
+            for &(j0, v) in &strips {
+                let cols = (n - j0).min(16 * v);
+                for row in w.chunks_exact(n) {
+                    p.extend_from_slice(&row[j0..j0 + cols]);
+                    p.resize(p.len() + 16 * v - cols, 0.0);
                 }
             }
-            Layout::Panels(p)
+            Layout::Strips(strips, p)
         } else {
-            Layout::Rows(a)
+            Layout::Rows(w)
         };
-        Weights { m, k, layout }
+        Weights { k, n, layout }
     }
 
     /// Whether the product runs on the packed AVX-512 kernel.
     #[cfg(test)]
     pub(super) fn packed(&self) -> bool {
-        matches!(self.layout, Layout::Panels(_))
+        matches!(self.layout, Layout::Strips(..))
     }
 
-    /// `c = A b (+ bias[row]) (then max(0, .))`, with `b` `k x n` and `c` `m x n`, row-major.
+    /// `c = a W (+ bias[column]) (then max(0, .))`, with `a` `m x k` and `c` `m x n`, row-major.
     pub(super) fn product(
         &self,
-        b: &[f32],
-        n: usize,
+        a: &[f32],
+        m: usize,
         c: &mut [f32],
         bias: Option<&[f32]>,
         relu: bool,
     ) {
-        let (m, k) = (self.m, self.k);
+        let (k, n) = (self.k, self.n);
         assert!(
-            b.len() >= k * n && c.len() >= m * n,
+            a.len() >= m * k && c.len() >= m * n,
             "product operands too short"
         );
-        assert!(bias.is_none_or(|b| b.len() >= m), "bias too short");
+        assert!(bias.is_none_or(|b| b.len() >= n), "bias too short");
+        if m == 0 {
+            return;
+        }
         match &self.layout {
-            Layout::Rows(a) => {
-                let a = ArrayView2::from_shape((m, k), &a[..]).expect("weight shape");
-                let b = ArrayView2::from_shape((k, n), &b[..k * n]).expect("input shape");
+            Layout::Rows(w) => {
+                let wv = ArrayView2::from_shape((k, n), &w[..]).expect("weight shape");
+                let av = ArrayView2::from_shape((m, k), &a[..m * k]).expect("input shape");
                 let c = &mut c[..m * n];
                 let mut cv = ArrayViewMut2::from_shape((m, n), &mut *c).expect("output shape");
-                general_mat_mul(1.0, &a, &b, 0.0, &mut cv);
+                general_mat_mul(1.0, &av, &wv, 0.0, &mut cv);
                 if bias.is_none() && !relu {
                     return;
                 }
-                for (r, row) in c.chunks_exact_mut(n).enumerate() {
-                    let add = bias.map_or(0.0, |b| b[r]);
-                    if relu {
-                        row.iter_mut().for_each(|v| *v = (*v + add).max(0.0));
-                    } else {
-                        row.iter_mut().for_each(|v| *v += add);
+                for row in c.chunks_exact_mut(n) {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        let x = *v + bias.map_or(0.0, |b| b[j]);
+                        *v = if relu { x.max(0.0) } else { x };
                     }
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            Layout::Panels(p) => {
-                // SAFETY: a `Panels` layout is only made when the CPU has AVX-512F
+            Layout::Strips(strips, p) => {
+                // SAFETY: a `Strips` layout is only made when the CPU has AVX-512F
                 // (`with_kernel` checks `avx512()`), the one feature `x86::product` enables.
                 #[allow(unsafe_code)]
                 unsafe {
-                    x86::product(p, m, k, b, n, c, bias, relu)
+                    x86::product(strips, p, k, n, a, m, c, bias, relu)
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Layout::Panels(_) => unreachable!("packed weights only on x86-64"),
+            Layout::Strips(..) => unreachable!("packed weights only on x86-64"),
         }
     }
 }
@@ -133,98 +145,110 @@ impl Weights {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::MR;
-
-    /// The AVX-512 product over packed panels (see [`super::Weights::product`]; the caller
-    /// checked the lengths of `b`, `c` and `bias`): strips of 48 columns, then of 16.
+    /// The AVX-512 product (see [`super::Weights::product`]; the caller checked the lengths
+    /// of `a`, `c` and `bias`, and that `m > 0`).
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn product(
-        panels: &[f32],
-        m: usize,
+        strips: &[(usize, usize)],
+        packed: &[f32],
         k: usize,
-        b: &[f32],
         n: usize,
+        a: &[f32],
+        m: usize,
         c: &mut [f32],
         bias: Option<&[f32]>,
         relu: bool,
     ) {
-        // Strip by strip (each strip of `b` stays in the cache while every panel of the
-        // weights passes over it), panel by panel.
-        let wide = n / 48 * 48;
-        let strips = (0..wide)
-            .step_by(48)
-            .map(|j| (j, 3))
-            .chain((wide..n).step_by(16).map(|j| (j, 1)));
-        for (j0, nv) in strips {
-            for (p, panel) in panels.chunks_exact(MR * k).enumerate() {
-                let rows = (m - p * MR).min(MR);
-                let bias: [f32; MR] = std::array::from_fn(|i| match bias {
-                    Some(bias) if i < rows => bias[p * MR + i],
-                    _ => 0.0,
-                });
-                let c = &mut c[p * MR * n..];
-                if nv == 3 {
-                    strip::<3>(panel, rows, b, n, j0, c, &bias, relu);
-                } else {
-                    strip::<1>(panel, rows, b, n, j0, c, &bias, relu);
-                }
+        let mut offset = 0;
+        for &(j0, v) in strips {
+            let w = &packed[offset..][..16 * v * k];
+            offset += 16 * v * k;
+            let s = Strip {
+                w,
+                k,
+                n,
+                j0,
+                bias,
+                relu,
+            };
+            // Rows per block: as many as keep 24 accumulators (16 for one vector) in registers.
+            match v {
+                1 => s.run::<16, 1>(a, m, c),
+                2 => s.run::<12, 2>(a, m, c),
+                3 => s.run::<8, 3>(a, m, c),
+                _ => s.run::<6, 4>(a, m, c),
             }
         }
     }
 
-    /// Mask of the first `lanes` (at most 16) lanes.
-    fn mask(lanes: usize) -> __mmask16 {
-        ((1u32 << lanes.min(16)) - 1) as u16
-    }
-
-    /// Rows `0..rows` of one panel times columns `j0..j0 + 16 NV` of `b` (fewer at the end of
-    /// a row) into `c` (which starts at the panel's first row).
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    fn strip<const NV: usize>(
-        panel: &[f32],
-        rows: usize,
-        b: &[f32],
+    /// One strip of packed weights (`k x 16 NV`), for columns `j0..` of `c`.
+    struct Strip<'a> {
+        w: &'a [f32],
+        k: usize,
         n: usize,
         j0: usize,
-        c: &mut [f32],
-        bias: &[f32; MR],
+        bias: Option<&'a [f32]>,
         relu: bool,
-    ) {
-        let masks: [__mmask16; NV] = std::array::from_fn(|v| mask((n - j0).saturating_sub(16 * v)));
-        let mut acc: [[__m512; NV]; MR] = std::array::from_fn(|i| [_mm512_set1_ps(bias[i]); NV]);
-        for (kk, a) in panel.chunks_exact(MR).enumerate() {
-            let a: &[f32; MR] = a.try_into().expect("panel column");
-            let row = &b[kk * n + j0..];
-            // SAFETY: `row` holds at least `n - j0` values (`b` holds `k x n`, `kk < k`); the
-            // mask of vector v loads only lanes 16 v + l < n - j0 (none when 16 v >= n - j0,
-            // where the pointer may lie past `row` but is not read).
-            let bv: [__m512; NV] = std::array::from_fn(|v| unsafe {
-                _mm512_maskz_loadu_ps(masks[v], row.as_ptr().wrapping_add(16 * v))
+    }
+
+    impl Strip<'_> {
+        #[target_feature(enable = "avx512f")]
+        fn run<const MR: usize, const NV: usize>(&self, a: &[f32], m: usize, c: &mut [f32]) {
+            let (k, n, j0) = (self.k, self.n, self.j0);
+            let cols = (n - j0).min(16 * NV);
+            let masks: [__mmask16; NV] = std::array::from_fn(|v| {
+                let lanes = cols.saturating_sub(16 * v).min(16);
+                ((1u32 << lanes) - 1) as u16
             });
-            for (acc, &a) in acc.iter_mut().zip(a) {
-                let a = _mm512_set1_ps(a);
-                for (acc, bv) in acc.iter_mut().zip(&bv) {
-                    *acc = _mm512_fmadd_ps(a, *bv, *acc);
+            let init: [__m512; NV] = std::array::from_fn(|v| match self.bias {
+                // SAFETY: the bias holds `n` values; the mask loads only columns below `n`.
+                Some(b) => unsafe {
+                    _mm512_maskz_loadu_ps(masks[v], b[j0..].as_ptr().wrapping_add(16 * v))
+                },
+                None => _mm512_setzero_ps(),
+            });
+            let zero = _mm512_setzero_ps();
+            for r0 in (0..m).step_by(MR) {
+                let rows = (m - r0).min(MR);
+                // Rows past the end repeat the last one (computed, not stored).
+                let mut ar: [&[f32]; MR] = [&[]; MR];
+                for (i, ar) in ar.iter_mut().enumerate() {
+                    *ar = &a[(r0 + i.min(rows - 1)) * k..][..k];
                 }
-            }
-        }
-        let zero = _mm512_setzero_ps();
-        for (i, acc) in acc.iter().enumerate().take(rows) {
-            let out = &mut c[i * n + j0..];
-            for (v, acc) in acc.iter().enumerate() {
-                let x = if relu {
-                    _mm512_max_ps(*acc, zero)
-                } else {
-                    *acc
-                };
-                // SAFETY: `out` holds at least `n - j0` values (`c` holds the panel's rows of
-                // `n`); the mask stores only lanes 16 v + l < n - j0.
-                unsafe {
-                    _mm512_mask_storeu_ps(out.as_mut_ptr().wrapping_add(16 * v), masks[v], x)
-                };
+                let mut acc = [init; MR];
+                for (kk, wrow) in self.w.chunks_exact(16 * NV).enumerate() {
+                    let mut wv = [zero; NV];
+                    for (v, wv) in wv.iter_mut().enumerate() {
+                        // SAFETY: `wrow` holds 16 NV values; vector v reads 16 v..16 v + 16.
+                        *wv = unsafe { _mm512_loadu_ps(wrow.as_ptr().add(16 * v)) };
+                    }
+                    for (acc, ar) in acc.iter_mut().zip(&ar) {
+                        let x = _mm512_set1_ps(ar[kk]);
+                        for (acc, wv) in acc.iter_mut().zip(&wv) {
+                            *acc = _mm512_fmadd_ps(x, *wv, *acc);
+                        }
+                    }
+                }
+                for (i, acc) in acc.iter().enumerate().take(rows) {
+                    let out = &mut c[(r0 + i) * n + j0..];
+                    for (v, acc) in acc.iter().enumerate() {
+                        let x = if self.relu {
+                            _mm512_max_ps(*acc, zero)
+                        } else {
+                            *acc
+                        };
+                        // SAFETY: `out` holds `n - j0 >= cols` values (`c` holds `m x n`); the
+                        // mask stores only lanes 16 v + l < cols.
+                        unsafe {
+                            _mm512_mask_storeu_ps(
+                                out.as_mut_ptr().wrapping_add(16 * v),
+                                masks[v],
+                                x,
+                            )
+                        };
+                    }
+                }
             }
         }
     }
@@ -238,7 +262,7 @@ mod tests {
         a: &[f32],
         m: usize,
         k: usize,
-        b: &[f32],
+        w: &[f32],
         n: usize,
         bias: &[f32],
         relu: bool,
@@ -246,7 +270,7 @@ mod tests {
         let mut c = vec![0.0; m * n];
         for r in 0..m {
             for j in 0..n {
-                let v = (0..k).map(|kk| a[r * k + kk] * b[kk * n + j]).sum::<f32>() + bias[r];
+                let v = (0..k).map(|kk| a[r * k + kk] * w[kk * n + j]).sum::<f32>() + bias[j];
                 c[r * n + j] = if relu { v.max(0.0) } else { v };
             }
         }
@@ -265,31 +289,36 @@ mod tests {
 
     #[test]
     fn both_layouts_match_the_definition() {
-        // Rows not a multiple of the panel, columns not a multiple of the vector, k of 1.
+        // (m, k, n): every strip width (16, 32, 48, 64 and partial ones), rows that are not
+        // a multiple of a block, a single row, k of 1.
         let shapes = [
-            (16, 9, 784),
-            (5, 1, 3),
-            (33, 70, 49),
-            (128, 128, 16),
-            (20, 288, 17),
+            (784, 9, 32),
+            (3, 1, 5),
+            (49, 70, 33),
+            (16, 128, 128),
+            (17, 288, 20),
             (1, 4, 1),
+            (7, 13, 80),
+            (13, 5, 160),
+            (5, 3, 48),
+            (11, 6, 100),
         ];
         for (seed, &(m, k, n)) in shapes.iter().enumerate() {
             let a = values(m * k, seed as u32);
-            let b = values(k * n, seed as u32 + 100);
-            let bias = values(m, seed as u32 + 200);
+            let w = values(k * n, seed as u32 + 100);
+            let bias = values(n, seed as u32 + 200);
             for packed in [false, true] {
-                let w = Weights::with_kernel(a.clone(), m, k, packed);
-                assert_eq!(w.packed(), packed && avx512());
+                let wt = Weights::with_kernel(w.clone(), k, n, packed);
+                assert_eq!(wt.packed(), packed && avx512());
                 for (with_bias, relu) in
                     [(false, false), (true, false), (true, true), (false, true)]
                 {
-                    let zeros = vec![0.0; m];
+                    let zeros = vec![0.0; n];
                     let used = if with_bias { &bias } else { &zeros };
-                    let want = naive(&a, m, k, &b, n, used, relu);
+                    let want = naive(&a, m, k, &w, n, used, relu);
                     // Output with a sentinel tail: nothing past m x n is written.
                     let mut c = vec![7.0; m * n + 5];
-                    w.product(&b, n, &mut c, with_bias.then_some(&bias[..]), relu);
+                    wt.product(&a, m, &mut c, with_bias.then_some(&bias[..]), relu);
                     for (i, (x, y)) in c.iter().zip(&want).enumerate() {
                         assert!(
                             (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
