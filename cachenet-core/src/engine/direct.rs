@@ -583,6 +583,60 @@ fn four_mut(buf: &mut [f32], start: impl Fn(usize) -> usize, len: usize) -> [&mu
     [&mut a[..len], &mut b[..len], &mut c[..len], &mut d[..len]]
 }
 
+/// Winograd's `B^T` (4x4) applied to four channel vectors, `o = B^T i`: `i0 - i2`, `i1 + i2`,
+/// `i2 - i1`, `i1 - i3`. (Separate `&mut` arguments, so that the compiler knows the
+/// outputs overlap nothing and vectorises the loop.)
+fn transform_in(o0: &mut [f32], o1: &mut [f32], o2: &mut [f32], o3: &mut [f32], i: [&[f32]; 4]) {
+    let n = o0.len();
+    let (o1, o2, o3) = (&mut o1[..n], &mut o2[..n], &mut o3[..n]);
+    let (i0, i1, i2, i3) = (&i[0][..n], &i[1][..n], &i[2][..n], &i[3][..n]);
+    for c in 0..n {
+        o0[c] = i0[c] - i2[c];
+        o1[c] = i1[c] + i2[c];
+        o2[c] = i2[c] - i1[c];
+        o3[c] = i1[c] - i3[c];
+    }
+}
+
+/// Winograd's `A^T` (2x4) applied to four channel vectors: `first = m0 + m1 + m2`, `second =
+/// m1 - m2 - m3` (when there is one), each plus the bias and through the ReLU if asked.
+fn transform_out(
+    first: &mut [f32],
+    second: Option<&mut [f32]>,
+    m: [&[f32]; 4],
+    bias: Option<&[f32]>,
+    relu: bool,
+) {
+    let n = first.len();
+    let (m0, m1, m2, m3) = (&m[0][..n], &m[1][..n], &m[2][..n], &m[3][..n]);
+    let finish = |v: f32, c: usize| {
+        let v = v + bias.map_or(0.0, |b| b[c]);
+        if relu { v.max(0.0) } else { v }
+    };
+    if let Some(b) = bias {
+        assert!(b.len() >= n, "bias too short");
+    }
+    for c in 0..n {
+        first[c] = finish(m0[c] + m1[c] + m2[c], c);
+    }
+    if let Some(second) = second {
+        let second = &mut second[..n];
+        for c in 0..n {
+            second[c] = finish(m1[c] - m2[c] - m3[c], c);
+        }
+    }
+}
+
+/// The first `len` values of a scratch buffer shared by layers of several sizes: it only
+/// grows (shrinking it would make the next larger layer zero it again), and what it holds
+/// is left for the caller to overwrite.
+fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
 /// Take value `y` out of the table to write it while the others are read.
 fn take(values: &mut [Vec<f32>], y: usize, len: usize) -> Vec<f32> {
     let mut v = std::mem::take(&mut values[y]);
@@ -686,13 +740,18 @@ impl Conv {
         let [sh, sw] = self.stride;
         let [pt, pl] = self.pad;
         let k = self.kh * self.kw * cin;
-        col.resize(self.ho * self.wo * k, 0.0);
-        for (p, row) in col.chunks_exact_mut(k).enumerate() {
+        for (p, row) in grow(col, self.ho * self.wo * k)
+            .chunks_exact_mut(k)
+            .enumerate()
+        {
             let (oy, ox) = (p / self.wo, p % self.wo);
             for (t, dst) in row.chunks_exact_mut(cin).enumerate() {
                 let (iy, ix) = ((oy * sh + t / self.kw), (ox * sw + t % self.kw));
                 if iy < pt || iy - pt >= h || ix < pl || ix - pl >= w {
                     dst.fill(0.0);
+                } else if let [d] = dst {
+                    // One channel (a first layer): a store, not a call to memcpy.
+                    *d = x[(iy - pt) * w + ix - pl];
                 } else {
                     dst.copy_from_slice(&x[((iy - pt) * w + ix - pl) * cin..][..cin]);
                 }
@@ -710,62 +769,36 @@ impl Conv {
         let t = th * tw;
         // The input with one zero row and column before it and enough after it for whole
         // tiles (2 th + 2 rows of 2 tw + 2 pixels).
+        // Only the border is zeroed: the buffer is shared by layers of other sizes.
         let pw = 2 * tw + 2;
-        s.padded.clear();
-        s.padded.resize((2 * th + 2) * pw * cin, 0.0);
-        for (r, src) in x.chunks_exact(w * cin).enumerate() {
-            s.padded[((r + 1) * pw + 1) * cin..][..w * cin].copy_from_slice(src);
+        let mut rows = grow(&mut s.padded, (2 * th + 2) * pw * cin).chunks_exact_mut(pw * cin);
+        rows.next().expect("top row").fill(0.0);
+        for (src, row) in x.chunks_exact(w * cin).zip(&mut rows) {
+            row[..cin].fill(0.0);
+            row[cin..][..w * cin].copy_from_slice(src);
+            row[(w + 1) * cin..].fill(0.0);
         }
-        s.tiles.resize(16 * t * cin, 0.0);
-        s.part.resize(16 * cin.max(cout), 0.0);
+        rows.for_each(|row| row.fill(0.0));
+        grow(&mut s.tiles, 16 * t * cin);
+        grow(&mut s.part, 16 * cin.max(cout));
         for ti in 0..t {
             let (ty, tx) = (ti / tw, ti % tw);
-            let d = |i: usize, j: usize| &s.padded[((2 * ty + i) * pw + 2 * tx + j) * cin..][..cin];
-            // d B along each tile row (columns a, b, c, e: a - c, b + c, c - b, b - e).
+            // d B along each tile row (columns a, b, c, e: a - c, b + c, c - b, b - e), into
+            // `part` column-major (slot j * 4 + i).
             for i in 0..4 {
-                let (d0, d1, d2, d3) = (d(i, 0), d(i, 1), d(i, 2), d(i, 3));
-                let q = &mut s.part[i * 4 * cin..][..4 * cin];
-                let (q0, rest) = q.split_at_mut(cin);
-                let (q1, rest) = rest.split_at_mut(cin);
-                let (q2, q3) = rest.split_at_mut(cin);
-                // Every slice re-cut to `cin` so that the loop runs without bounds checks
-                // (and is vectorised).
-                let (q0, q1, q2, q3) = (
-                    &mut q0[..cin],
-                    &mut q1[..cin],
-                    &mut q2[..cin],
-                    &mut q3[..cin],
-                );
-                let (d0, d1, d2, d3) = (&d0[..cin], &d1[..cin], &d2[..cin], &d3[..cin]);
-                for c in 0..cin {
-                    q0[c] = d0[c] - d2[c];
-                    q1[c] = d1[c] + d2[c];
-                    q2[c] = d2[c] - d1[c];
-                    q3[c] = d1[c] - d3[c];
-                }
+                let [q0, q1, q2, q3] = four_mut(&mut s.part, |j| (j * 4 + i) * cin, cin);
+                let d = |j: usize| &s.padded[((2 * ty + i) * pw + 2 * tx + j) * cin..][..cin];
+                transform_in(q0, q1, q2, q3, [d(0), d(1), d(2), d(3)]);
             }
             // B^T (d B) down each column, into row `ti` of V[i * 4 + j].
             for j in 0..4 {
-                let q = |i: usize| &s.part[(i * 4 + j) * cin..][..cin];
-                let (q0, q1, q2, q3) = (q(0), q(1), q(2), q(3));
+                let q = |i: usize| &s.part[(j * 4 + i) * cin..][..cin];
                 let [v0, v1, v2, v3] =
                     four_mut(&mut s.tiles, |i| ((i * 4 + j) * t + ti) * cin, cin);
-                let (v0, v1, v2, v3) = (
-                    &mut v0[..cin],
-                    &mut v1[..cin],
-                    &mut v2[..cin],
-                    &mut v3[..cin],
-                );
-                let (q0, q1, q2, q3) = (&q0[..cin], &q1[..cin], &q2[..cin], &q3[..cin]);
-                for c in 0..cin {
-                    v0[c] = q0[c] - q2[c];
-                    v1[c] = q1[c] + q2[c];
-                    v2[c] = q2[c] - q1[c];
-                    v3[c] = q1[c] - q3[c];
-                }
+                transform_in(v0, v1, v2, v3, [q(0), q(1), q(2), q(3)]);
             }
         }
-        s.products.resize(16 * t * cout, 0.0);
+        grow(&mut s.products, 16 * t * cout);
         for (k, u) in u.iter().enumerate() {
             u.product(
                 &s.tiles[k * t * cin..][..t * cin],
@@ -776,20 +809,14 @@ impl Conv {
             );
         }
         // A^T m A per tile, plus the bias, then the ReLU, cropped to the output.
-        let act = |v: f32| if relu { v.max(0.0) } else { v };
         for ti in 0..t {
             let (ty, tx) = (ti / tw, ti % tw);
             let m = |i: usize, j: usize| &s.products[((i * 4 + j) * t + ti) * cout..][..cout];
             // A^T m: the top (rows 0 + 1 + 2) and bottom (rows 1 - 2 - 3) of each column.
             for j in 0..4 {
-                let (m0, m1, m2, m3) = (m(0, j), m(1, j), m(2, j), m(3, j));
                 let (top, bottom) = s.part[2 * j * cout..][..2 * cout].split_at_mut(cout);
-                let (top, bottom) = (&mut top[..cout], &mut bottom[..cout]);
-                let (m0, m1, m2, m3) = (&m0[..cout], &m1[..cout], &m2[..cout], &m3[..cout]);
-                for c in 0..cout {
-                    top[c] = m0[c] + m1[c] + m2[c];
-                    bottom[c] = m1[c] - m2[c] - m3[c];
-                }
+                let m = [m(0, j), m(1, j), m(2, j), m(3, j)];
+                transform_out(top, Some(bottom), m, None, false);
             }
             // (A^T m) A along each row: left (0 + 1 + 2), right (1 - 2 - 3).
             for a in 0..2 {
@@ -798,20 +825,10 @@ impl Conv {
                     break;
                 }
                 let r = |j: usize| &s.part[(2 * j + a) * cout..][..cout];
-                let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
-                let row = &mut out[(oy * w + 2 * tx) * cout..];
-                let (left, right) = row.split_at_mut(cout);
-                let (r0, r1, r2, r3) = (&r0[..cout], &r1[..cout], &r2[..cout], &r3[..cout]);
-                let (left, bias) = (&mut left[..cout], &self.bias[..cout]);
-                for c in 0..cout {
-                    left[c] = act(r0[c] + r1[c] + r2[c] + bias[c]);
-                }
-                if 2 * tx + 1 < w {
-                    let right = &mut right[..cout];
-                    for c in 0..cout {
-                        right[c] = act(r1[c] - r2[c] - r3[c] + bias[c]);
-                    }
-                }
+                let (left, right) = out[(oy * w + 2 * tx) * cout..].split_at_mut(cout);
+                let right = (2 * tx + 1 < w).then(|| &mut right[..cout]);
+                let m = [r(0), r(1), r(2), r(3)];
+                transform_out(left, right, m, Some(&self.bias), relu);
             }
         }
     }
