@@ -490,17 +490,18 @@ impl DirectPlan {
         let mut output = *ids
             .get(out_name)
             .ok_or("the graph's output is not computed")?;
-        if let [c, h, w] = shapes[output][..] {
-            if c > 1 && h * w > 1 {
-                steps.push(Step::Transpose {
-                    x: output,
-                    y: shapes.len(),
-                    rows: h * w,
-                    cols: c,
-                });
-                output = shapes.len();
-                shapes.push(vec![c, h, w]);
-            }
+        if let [c, h, w] = shapes[output][..]
+            && c > 1
+            && h * w > 1
+        {
+            steps.push(Step::Transpose {
+                x: output,
+                y: shapes.len(),
+                rows: h * w,
+                cols: c,
+            });
+            output = shapes.len();
+            shapes.push(vec![c, h, w]);
         }
         let len: usize = shapes[output].iter().product();
         if len != output_len {
