@@ -10,6 +10,7 @@
 //! - [`preprocess`]: u8 HWC pixels at model size -> normalised NCHW f32 tensor.
 
 pub mod cache;
+pub mod cpu;
 pub mod engine;
 pub mod manifest;
 pub mod maths;

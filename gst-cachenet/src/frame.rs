@@ -214,14 +214,14 @@ pub fn crop_rect(
     })
 }
 
-#[inline]
+#[inline(always)]
 fn clamp(v: i32) -> u8 {
     v.clamp(0, 255) as u8
 }
 
 /// BT.601 limited range Y'CbCr -> full range RGB (8-bit fixed-point coefficients), on area
 /// averages: unclamped, the caller rounds and clamps.
-#[inline]
+#[inline(always)]
 fn yuv_to_rgb_f(y: f32, u: f32, v: f32) -> [f32; 3] {
     let c = (y - 16.0).max(0.0) * 298.0;
     let (d, e) = (u - 128.0, v - 128.0);
@@ -232,7 +232,7 @@ fn yuv_to_rgb_f(y: f32, u: f32, v: f32) -> [f32; 3] {
     ]
 }
 
-#[inline]
+#[inline(always)]
 fn y_to_gray(y: u8) -> u8 {
     clamp(((y as i32 - 16) * 298 + 128) >> 8)
 }
@@ -313,10 +313,27 @@ impl AreaAxis {
 
 /// The horizontal area average of output pixel `sx` over a summed row of `B`-byte pixels: one
 /// pass over the covered pixels, each lane summed in the order of the pixels.
+#[inline(always)]
 fn reduce<const B: usize>(fsum: &[f32], sx: &Span) -> [f32; 4] {
     let mut inner = [0f32; B];
     if sx.last > sx.first + 1 {
-        for px in fsum[(sx.first + 1) * B..sx.last * B].chunks_exact(B) {
+        // Four pixels at a time (one vector of lanes), then the rest one by one.
+        let interior = &fsum[(sx.first + 1) * B..sx.last * B];
+        let mut four = [[0f32; B]; 4];
+        let mut quads = interior.chunks_exact(4 * B);
+        for q in &mut quads {
+            for (acc, px) in four.iter_mut().zip(q.chunks_exact(B)) {
+                for (s, v) in acc.iter_mut().zip(px) {
+                    *s += v;
+                }
+            }
+        }
+        for acc in &four {
+            for (s, v) in inner.iter_mut().zip(acc) {
+                *s += v;
+            }
+        }
+        for px in quads.remainder().chunks_exact(B) {
             for (s, v) in inner.iter_mut().zip(px) {
                 *s += v;
             }
@@ -328,6 +345,17 @@ fn reduce<const B: usize>(fsum: &[f32], sx: &Span) -> [f32; 4] {
         lanes[c] = sx.w_first * a[c] + sx.norm * inner[c] + sx.w_last * b[c];
     }
     lanes
+}
+
+/// `isum += (the eight rows) x ROW_UNITS`, byte by byte (8 x 255 x 8 fits in 16 bits).
+#[inline(always)]
+fn add_eight_rows(isum: &mut [u16], r: [&[u8]; 8]) {
+    let [a, b, c, d, e, f, g, h] = r;
+    let rows = isum.iter_mut().zip(a).zip(b).zip(c).zip(d);
+    for ((((((((s, a), b), c), d), e), f), g), h) in rows.zip(e).zip(f).zip(g).zip(h) {
+        let top = *a as u16 + *b as u16 + *c as u16 + *d as u16;
+        *s += (top + *e as u16 + *f as u16 + *g as u16 + *h as u16) * ROW_UNITS;
+    }
 }
 
 /// Luma weights (BT.601, 8-bit fixed point) applied to area sums of R, G and B.
@@ -414,6 +442,7 @@ impl Preprocessor {
 
     /// Source row `sy` as the bytes that are summed: packed and gray rows as they are, YUV rows
     /// as Y, U, V per pixel (or, for a gray model, luma).
+    #[inline(always)]
     fn row<'a>(&'a mut self, p: &'a Planes<'_>, sy: usize) -> &'a [u8] {
         let w = self.width;
         let (interleaved, rgb) = match self.layout {
@@ -450,6 +479,7 @@ impl Preprocessor {
 
     /// Add source row `sy` into the sums: whole rows into `isum`, edge rows into `fsum` with
     /// Add source row `sy` into `fsum` with weight `w`.
+    #[inline(always)]
     fn add_row(&mut self, p: &Planes<'_>, sy: usize, w: f32) {
         let mut fsum = std::mem::take(&mut self.fsum);
         let row = self.row(p, sy);
@@ -460,6 +490,7 @@ impl Preprocessor {
     }
 
     /// Add source row `sy` into `isum` with weight `units`.
+    #[inline(always)]
     fn add_row_units(&mut self, p: &Planes<'_>, sy: usize, units: u16) {
         let mut isum = std::mem::take(&mut self.isum);
         let row = self.row(p, sy);
@@ -469,26 +500,37 @@ impl Preprocessor {
         self.isum = isum;
     }
 
-    /// Add the `n` whole source rows from `sy` into `isum` with weight `ROW_UNITS` each: four
-    /// packed or gray rows in one pass, other rows one by one.
+    /// Add the `n` whole source rows from `sy` into `isum` with weight `ROW_UNITS` each: packed
+    /// or gray rows eight or four at a time (one read-modify-write of the sums per pass), the
+    /// rest and YUV rows one by one.
+    #[inline(always)]
     fn add_whole_rows(&mut self, p: &Planes<'_>, sy: usize, n: usize) {
-        if n != 4 || matches!(self.layout, Layout::Yuv420 { .. }) {
-            for r in sy..sy + n {
-                self.add_row_units(p, r, ROW_UNITS);
+        let mut r = sy;
+        if !matches!(self.layout, Layout::Yuv420 { .. }) {
+            let len = self.isum.len();
+            let row = |r: usize| &p.data[0][r * p.stride[0]..][..len];
+            while r + 8 <= sy + n {
+                let rows = [0, 1, 2, 3, 4, 5, 6, 7].map(|k| row(r + k));
+                add_eight_rows(&mut self.isum, rows);
+                r += 8;
             }
-            return;
+            if r + 4 <= sy + n {
+                let [a, b, c, d] = [0, 1, 2, 3].map(|k| row(r + k));
+                // (Iterators, not indices: no bounds checks, so the loop is vectorised.)
+                for ((((s, a), b), c), d) in self.isum.iter_mut().zip(a).zip(b).zip(c).zip(d) {
+                    *s += (*a as u16 + *b as u16 + *c as u16 + *d as u16) * ROW_UNITS;
+                }
+                r += 4;
+            }
         }
-        let len = self.isum.len();
-        let row = |r: usize| &p.data[0][r * p.stride[0]..r * p.stride[0] + len];
-        let (a, b, c, d) = (row(sy), row(sy + 1), row(sy + 2), row(sy + 3));
-        let isum = &mut self.isum[..len];
-        for i in 0..len {
-            isum[i] += (a[i] as u16 + b[i] as u16 + c[i] as u16 + d[i] as u16) * ROW_UNITS;
+        for r in r..sy + n {
+            self.add_row_units(p, r, ROW_UNITS);
         }
     }
 
     /// One output row of a downscale (the span has whole rows inside it): every row into the
     /// 16-bit sums with its weight in units, flushed into `fsum` normalised by all units.
+    #[inline(always)]
     fn sum_rows_units(&mut self, p: &Planes<'_>, sp: Span) {
         let unit = ROW_UNITS as f32;
         let first = ((sp.w_first / sp.norm) * unit).round() as u16;
@@ -510,7 +552,7 @@ impl Preprocessor {
         }
         let mut sy = sp.first + 1;
         while sy < sp.last {
-            let n = (sp.last - sy).min(4);
+            let n = (sp.last - sy).min(8);
             add(self, n as u32 * ROW_UNITS as u32);
             self.add_whole_rows(p, sy, n);
             sy += n;
@@ -523,6 +565,7 @@ impl Preprocessor {
     }
 
     /// Move the integer sums into `fsum` with weight `norm`.
+    #[inline(always)]
     fn flush(&mut self, norm: f32) {
         for (f, i) in self.fsum.iter_mut().zip(self.isum.iter_mut()) {
             *f += norm * *i as f32;
@@ -533,6 +576,16 @@ impl Preprocessor {
     /// Write the model-size frame into `out` (exactly [`Preprocessor::output_len`] bytes).
     /// Every source pixel is read once per output row it covers (once, or twice on an edge).
     pub fn run(&mut self, p: &Planes<'_>, out: &mut [u8]) {
+        cachenet_core::cpu::wide(
+            #[inline(always)]
+            || self.run_here(p, out),
+        )
+    }
+
+    /// [`Preprocessor::run`] compiled for the caller's instruction set (inlined, with the
+    /// helpers below, into the CPU-specific variants of `run`).
+    #[inline(always)]
+    fn run_here(&mut self, p: &Planes<'_>, out: &mut [u8]) {
         debug_assert_eq!(out.len(), self.output_len());
         let ch = self.color.channels();
         let bpp = Self::bpp(self.layout, self.color);

@@ -10,12 +10,14 @@
 //! x86-64, aarch64 NEON) the weights stay row-major and `matrixmultiply` runs the product
 //! with the kernels it picks at run time.
 //!
-//! This module holds the only `unsafe` code of the engine: calling the AVX-512 function once
-//! the CPU is known to have AVX-512, and the vector loads and stores it makes. Each block says
-//! why it stays inside its slices.
+//! This module holds the engine's `unsafe` code: calling the AVX-512 function once the CPU is
+//! known to have AVX-512 (see [`crate::cpu`]), and the vector loads and stores it makes. Each
+//! block says why it stays inside its slices.
 
 use tract_onnx::prelude::tract_ndarray::linalg::general_mat_mul;
 use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::cpu::avx512;
 
 /// The weights `W` (`k x n`) of one matrix product, in the layout of the kernel that runs it.
 #[derive(Debug)]
@@ -32,21 +34,6 @@ enum Layout {
     /// Column strips for the AVX-512 kernel: `(first column, vectors of 16)` and the packed
     /// values, strip after strip (`k x 16 v` each).
     Strips(Vec<(usize, usize)>, Vec<f32>),
-}
-
-/// Whether this CPU runs the AVX-512 code (AVX-512F with AVX2 and FMA, as every AVX-512 CPU
-/// has; checked all the same).
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// Widths of the column strips, in vectors of 16: as many of 64 columns as fit, then one
@@ -128,7 +115,7 @@ impl Weights {
             #[cfg(target_arch = "x86_64")]
             Layout::Strips(strips, p) => {
                 // SAFETY: a `Strips` layout is only made when the CPU has AVX-512F
-                // (`with_kernel` checks `avx512()`), the one feature `x86::product` enables.
+                // (`with_kernel` checks `cpu::avx512()`), the one feature `x86::product` enables.
                 #[allow(unsafe_code)]
                 unsafe {
                     x86::product(strips, p, k, n, a, m, c, bias, relu)
