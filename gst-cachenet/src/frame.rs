@@ -317,23 +317,7 @@ impl AreaAxis {
 fn reduce<const B: usize>(fsum: &[f32], sx: &Span) -> [f32; 4] {
     let mut inner = [0f32; B];
     if sx.last > sx.first + 1 {
-        // Four pixels at a time (one vector of lanes), then the rest one by one.
-        let interior = &fsum[(sx.first + 1) * B..sx.last * B];
-        let mut four = [[0f32; B]; 4];
-        let mut quads = interior.chunks_exact(4 * B);
-        for q in &mut quads {
-            for (acc, px) in four.iter_mut().zip(q.chunks_exact(B)) {
-                for (s, v) in acc.iter_mut().zip(px) {
-                    *s += v;
-                }
-            }
-        }
-        for acc in &four {
-            for (s, v) in inner.iter_mut().zip(acc) {
-                *s += v;
-            }
-        }
-        for px in quads.remainder().chunks_exact(B) {
+        for px in fsum[(sx.first + 1) * B..sx.last * B].chunks_exact(B) {
             for (s, v) in inner.iter_mut().zip(px) {
                 *s += v;
             }
@@ -509,9 +493,9 @@ impl Preprocessor {
         if !matches!(self.layout, Layout::Yuv420 { .. }) {
             let len = self.isum.len();
             let row = |r: usize| &p.data[0][r * p.stride[0]..][..len];
-            while r + 8 <= sy + n {
-                let rows = [0, 1, 2, 3, 4, 5, 6, 7].map(|k| row(r + k));
-                add_eight_rows(&mut self.isum, rows);
+            // The caller passes at most eight rows.
+            if n == 8 {
+                add_eight_rows(&mut self.isum, [0, 1, 2, 3, 4, 5, 6, 7].map(|k| row(r + k)));
                 r += 8;
             }
             if r + 4 <= sy + n {

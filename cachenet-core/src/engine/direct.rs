@@ -4,9 +4,10 @@
 //!
 //! tract runs these graphs 2.4-3.1x slower than onnxruntime on one thread: its convolution
 //! packs the image lazily for small images (28x28 and below), about a third of a run. This
-//! plan lowers each convolution to one matrix product on an im2col buffer (copied row by row,
-//! contiguous for stride 1), or for 3x3 stride-1 layers to Winograd's F(2x2, 3x3), and runs
-//! the products on weights laid out at load for the CPU's kernel (see [`super::gemm`]). The
+//! plan holds images pixel-major (the channels of a pixel adjacent) and lowers each convolution
+//! to one matrix product of an im2col buffer (one row per output pixel, copied a pixel's
+//! channels at a time) with the weights, or for 3x3 stride-1 layers to Winograd's F(2x2, 3x3),
+//! the weights laid out at load for the CPU's kernel (see [`super::gemm`]). The
 //! large buffers (values, im2col, Winograd tiles) live in a per-plan scratch pool, reused from
 //! run to run and freed with the model.
 //!
@@ -73,7 +74,7 @@ struct Conv {
 /// How a convolution runs, with its weights in the form that needs.
 #[derive(Debug)]
 enum Lowering {
-    /// One product of the `cout x (cin * kh * kw)` weights with the im2col buffer.
+    /// One product of the im2col buffer with the `(kh * kw * cin) x cout` weights.
     Im2col(Weights),
     /// For a 3x3, stride 1, pad 1 convolution: Winograd's F(2x2, 3x3), with the 16 transformed
     /// weight matrices (`cout x cin` each, see [`Conv::winograd`]).
@@ -541,9 +542,7 @@ impl DirectPlan {
 }
 
 /// Below this many input channels a 3x3 convolution stays on im2col: its matrix product is
-/// too thin for the transforms to pay. (Measured on the shipped set, one thread: the full
-/// model 12.9 ms with Winograd against 15.7 ms without; the submodels 1.22 against 1.21 ms,
-/// the packing of 16 small products eating what the transform saves.)
+/// too thin for the transforms to pay (a first layer of one or three channels).
 const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 /// Winograd's weight transform `U = G g G^T` for every (output, input) channel pair, laid out
