@@ -6,3 +6,4 @@ pub mod engines;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod scaler;

@@ -582,6 +582,13 @@ fn real_main() -> Result<(), String> {
         100.0 * overhead.overhead
     );
     let engine_rows = engines(&a)?;
+    // In process, after engines() pinned this process to CPU 0.
+    eprintln!("[scaler] the element's scaler at 640x480 RGB, frames in cache and from memory ...");
+    let scaler = cachenet_bench::scaler::time(640, 480)?;
+    eprintln!(
+        "    {:.1} us cached, {:.1} us from memory; reading a frame alone {:.1} us",
+        scaler.cached_us, scaler.memory_us, scaler.read_us
+    );
     let headline = per_link[0].1.clone();
     let settings = serde_json::json!({
         "model_dir": a.model_dir, "sequence": a.sequence, "frames": n, "seed": a.seed,
@@ -597,6 +604,7 @@ fn real_main() -> Result<(), String> {
         "settings": settings, "modes": headline, "links": links_json, "sweep": sweep,
         "cache_sizes": cache_rows, "compare_sequence": compare_rows, "engines": engine_rows,
         "overhead_640x480": { "fraction": overhead.overhead, "per_frame_us": per_frame_us, "frames": msgs.len() },
+        "scaler_640x480": scaler,
     });
     let json_path = a.out.join("results.json");
     std::fs::write(&json_path, serde_json::to_vec_pretty(&json).expect("json"))
@@ -635,6 +643,10 @@ fn real_main() -> Result<(), String> {
         "\nElement overhead at 640x480 RGB (everything but the model run, submodel-only, pinned to one CPU without the quota): {:.2} % of {:.0} us per frame.\n",
         100.0 * overhead.overhead,
         per_frame_us
+    ));
+    md.push_str(&format!(
+        "\nThe element's scaler alone (640x480 RGB to the 28x28 gray input, in process, best of rounds): {:.1} us per frame with the frame in cache, {:.1} us with frames from memory; a pass that only reads a frame from memory: {:.1} us.\n",
+        scaler.cached_us, scaler.memory_us, scaler.read_us
     ));
     md.push_str(&format!(
         "\nInference engine (no CPU limit): each model as the element runs it (plan direct: the engine's own; tract: tract's), on tract's plan, and on onnxruntime, same file:\n\n{}",
