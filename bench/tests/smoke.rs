@@ -64,9 +64,20 @@ fn bench_runs_every_mode_and_writes_its_outputs() {
     assert!(by("edge")["edge_cpu_s_per_1000"].as_f64().unwrap() > 0.0);
     assert_eq!(json["settings"]["link"]["name"], "wifi");
     assert!(json["overhead_640x480"]["fraction"].as_f64().unwrap() < 1.0);
+    // The scaler alone, and the read-only pass over a frame.
+    let scaler = &json["scaler_640x480"];
+    assert_eq!(
+        (scaler["width"].as_u64(), scaler["height"].as_u64()),
+        (Some(640), Some(480))
+    );
+    for k in ["cached_us", "memory_us", "read_us"] {
+        assert!(scaler[k].as_f64().unwrap() > 0.0, "{scaler}");
+    }
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
-        md.contains("| device |") && md.contains("| cachenet |"),
+        md.contains("| device |")
+            && md.contains("| cachenet |")
+            && md.contains("The element's scaler alone"),
         "{md}"
     );
     let _ = std::fs::remove_dir_all(&out);
