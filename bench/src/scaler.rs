@@ -68,8 +68,8 @@ pub fn time(width: usize, height: usize) -> Result<ScalerTimes, String> {
         }
         cached = cached.min(us(t, 100));
     }
-    // Each frame is read, then scaled half a cycle later: every pass meets frames that the
-    // other 63 frames' passes have pushed out of the caches.
+    // Frame k is read at step k and scaled at step k + FRAMES / 2: in between, the passes touch
+    // every other frame (118 MB), so each pass meets its frame out of the caches.
     let (mut memory, mut read) = (f64::MAX, f64::MAX);
     for _ in 0..5 {
         let (mut t_read, mut t_scale) = (0.0, 0.0);
