@@ -3,8 +3,9 @@
 //! buffer), on tract's plan, and with onnxruntime (one thread, through python3) on the same
 //! file.
 
-use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use cachenet_core::engine::{Backend, Model};
@@ -16,13 +17,20 @@ pub struct EngineRow {
     pub file: String,
     /// The plan the element runs this model on ("direct" or "tract").
     pub plan: String,
-    /// Median ms per run as the element runs it.
+    /// Median ms per run as the element runs it (best round).
     pub engine_ms: f64,
-    /// Median ms per run on tract's plan.
+    /// Median ms per run on tract's plan (best round).
     pub tract_ms: f64,
+    /// Median ms per run on onnxruntime (best round).
     pub onnxruntime_ms: Option<f64>,
     /// engine / onnxruntime.
     pub ratio: Option<f64>,
+}
+
+/// The fastest round: a shared host's load only ever slows a round down, and a round that it
+/// slowed says nothing about the engine (the same estimator for every engine).
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -30,36 +38,92 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// onnxruntime in one python3 process for the whole comparison: it loads every file (argv), warms
+/// each up, says "ready", then answers each request line "k runs" with the median ms of `runs`
+/// runs of file k, so that each model's onnxruntime timing follows the engine's at once.
 const ORT: &str = r#"
 import sys, time
 import numpy as np
 import onnxruntime as ort
-runs = int(sys.argv[1])
 o = ort.SessionOptions()
 o.intra_op_num_threads = 1
 o.inter_op_num_threads = 1
-for f in sys.argv[2:]:
+models = []
+for f in sys.argv[1:]:
     s = ort.InferenceSession(f, o, providers=["CPUExecutionProvider"])
     i = s.get_inputs()[0]
     shape = [d if isinstance(d, int) else 1 for d in i.shape]
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    feed = {i.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
     for _ in range(10):
-        s.run(None, {i.name: x})
+        s.run(None, feed)
+    models.append((s, feed))
+print("ready", flush=True)
+for line in sys.stdin:
+    k, runs = map(int, line.split())
+    s, feed = models[k]
     ts = []
     for _ in range(runs):
         t = time.perf_counter()
-        s.run(None, {i.name: x})
+        s.run(None, feed)
         ts.append(time.perf_counter() - t)
-    print(f, float(np.median(ts)) * 1000)
+    print(float(np.median(ts)) * 1000, flush=True)
 "#;
 
-/// Rounds of alternating measurements (engine, tract's plan, onnxruntime): a shared machine's
-/// load drifts, and each engine sees the same drift.
+/// The onnxruntime process of [`ORT`]; None when python3 or onnxruntime is missing.
+struct Onnxruntime {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Onnxruntime {
+    fn start(files: &[PathBuf]) -> Option<Onnxruntime> {
+        let mut child = Command::new("python3")
+            .args(["-c", ORT])
+            .args(files)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let stdin = child.stdin.take()?;
+        let mut stdout = BufReader::new(child.stdout.take()?);
+        let mut line = String::new();
+        if stdout.read_line(&mut line).is_err() || line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        Some(Onnxruntime {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// Median ms of `runs` runs of file `k`.
+    fn time(&mut self, k: usize, runs: usize) -> Option<f64> {
+        writeln!(self.stdin, "{k} {runs}").ok()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).ok()?;
+        line.trim().parse().ok()
+    }
+}
+
+impl Drop for Onnxruntime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Rounds of alternating measurements (each model on the engine, tract's plan and onnxruntime,
+/// one after the other): a shared machine's load drifts, and each engine sees the same drift.
 const ROUNDS: usize = 5;
 
-/// Time the full model and every submodel of `dir`: [`ROUNDS`] rounds of `runs` runs on the
-/// element's plan, on tract's plan, then on onnxruntime; each figure is the median over the
-/// rounds of the per-round medians.
+/// Time the full model and every submodel of `dir`: [`ROUNDS`] rounds in which each model runs
+/// `runs` times on the element's plan, on tract's plan, then on onnxruntime; each figure is the
+/// median of the best round.
 pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     let m = Manifest::load(dir).map_err(|e| e.to_string())?;
     let mut files = vec![m.full_model.clone()];
@@ -78,10 +142,14 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
             .collect();
         models.push(([model, tract], input));
     }
+    let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(&f.file)).collect();
+    let mut ort = Onnxruntime::start(&paths);
+    if ort.is_none() {
+        eprintln!("warning: onnxruntime timing skipped (python3 with onnxruntime needed)");
+    }
     let mut engine: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
     let mut tract: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
     let mut onnx: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
-    let mut ort_ok = true;
     for _ in 0..ROUNDS {
         for (k, (pair, input)) in models.iter().enumerate() {
             for (model, times) in pair.iter().zip([&mut engine[k], &mut tract[k]]) {
@@ -97,38 +165,24 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
                 }
                 times.push(median(ts));
             }
-        }
-        if !ort_ok {
-            continue;
-        }
-        let out = Command::new("python3")
-            .args(["-c", ORT, &runs.to_string()])
-            .args(files.iter().map(|f| dir.join(&f.file)))
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                for line in String::from_utf8_lossy(&o.stdout).lines() {
-                    let Some((path, ms)) = line.rsplit_once(' ') else {
-                        continue;
-                    };
-                    let Ok(ms) = ms.parse::<f64>() else { continue };
-                    if let Some(k) = files.iter().position(|f| path.ends_with(&f.file)) {
-                        onnx[k].push(ms);
+            if let Some(o) = ort.as_mut() {
+                match o.time(k, runs) {
+                    Some(ms) => onnx[k].push(ms),
+                    None => {
+                        eprintln!("warning: the onnxruntime process stopped answering");
+                        ort = None;
                     }
                 }
             }
-            _ => {
-                eprintln!("warning: onnxruntime timing skipped (python3 with onnxruntime needed)");
-                ort_ok = false;
-            }
         }
     }
+    let complete = onnx.iter().all(|o| o.len() == ROUNDS);
     Ok(files
         .iter()
         .zip(models.iter().zip(engine.into_iter().zip(tract).zip(onnx)))
         .map(|(f, ((pair, _), ((e, t), o)))| {
-            let engine_ms = median(e);
-            let onnxruntime_ms = (!o.is_empty()).then(|| median(o));
+            let engine_ms = best(&e);
+            let onnxruntime_ms = complete.then(|| best(&o));
             EngineRow {
                 file: f.file.clone(),
                 plan: match pair[0].backend() {
@@ -136,7 +190,7 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
                     Backend::Tract => "tract".into(),
                 },
                 engine_ms,
-                tract_ms: median(t),
+                tract_ms: best(&t),
                 onnxruntime_ms,
                 ratio: onnxruntime_ms.map(|ms| engine_ms / ms),
             }
