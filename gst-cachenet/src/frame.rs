@@ -461,8 +461,8 @@ impl Preprocessor {
         &self.line
     }
 
-    /// Add source row `sy` into the sums: whole rows into `isum`, edge rows into `fsum` with
-    /// Add source row `sy` into `fsum` with weight `w`.
+    /// Add source row `sy` into `fsum` with weight `w` (the rows of a downscale by 2 or less,
+    /// or of an upscale).
     #[inline(always)]
     fn add_row(&mut self, p: &Planes<'_>, sy: usize, w: f32) {
         let mut fsum = std::mem::take(&mut self.fsum);
