@@ -5,8 +5,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use cachenet_core::manifest::Color;
-use gst_video::VideoFormat;
-use gstcachenet::frame::{Planes, Preprocessor};
+use cachenet_core::scaler::{Layout, Planes, Scaler, YuvMatrix};
 
 /// Distinct frames cycled through for the "from memory" timings: 118 MB, far more than the
 /// caches hold, so each frame comes from memory as a camera's frame does.
@@ -49,7 +48,15 @@ pub fn time(width: usize, height: usize) -> Result<ScalerTimes, String> {
                 .collect()
         })
         .collect();
-    let mut pre = Preprocessor::new(VideoFormat::Rgb, width, height, 28, 28, Color::Gray)?;
+    let mut pre = Scaler::new(
+        Layout::RGB,
+        YuvMatrix::BT601,
+        width,
+        height,
+        28,
+        28,
+        Color::Gray,
+    )?;
     let mut out = vec![0u8; pre.output_len()];
     fn planes(f: &[u8], stride: usize) -> Planes<'_> {
         Planes {

@@ -7,6 +7,8 @@
 //! - [`engine`]: the only module that talks to tract (ONNX inference).
 //! - [`modelset`]: a validated model set with its models loaded.
 //! - [`cache`]: the LRU cache of submodels held by a device.
+//! - [`scaler`]: frames (packed RGB, gray, Y'CbCr 4:2:0) -> u8 HWC pixels at model size,
+//!   by area averaging: the device and the edge scale with it alike.
 //! - [`preprocess`]: u8 HWC pixels at model size -> normalised NCHW f32 tensor.
 
 pub mod cache;
@@ -16,6 +18,7 @@ pub mod manifest;
 pub mod maths;
 pub mod modelset;
 pub mod preprocess;
+pub mod scaler;
 pub mod selector;
 
 mod error;

@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
-use cachenet_core::manifest::Color;
 use cachenet_core::modelset::ModelSet;
 use cachenet_core::preprocess::normalize_into;
 use cachenet_core::proto::{self, infer_request::Image};
+use cachenet_core::scaler::{Layout, Planes, Scaler, YuvMatrix};
 use prost::Message;
 
 use crate::ApiError;
@@ -43,12 +43,35 @@ fn decode_encoded(set: &ModelSet, bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
     let mut r = reader()?;
     r.limits(limits);
     let img = r.decode().map_err(bad)?;
-    let (w, h) = (spec.width as u32, spec.height as u32);
-    let filter = image::imageops::FilterType::Triangle;
-    Ok(match spec.color {
-        Color::Gray => image::imageops::resize(&img.to_luma8(), w, h, filter).into_raw(),
-        Color::Rgb => image::imageops::resize(&img.to_rgb8(), w, h, filter).into_raw(),
-    })
+    // Scaled by the device's own scaler: a gray image as gray pixels, any other as RGB (as a
+    // camera's frame reaches the element after videoconvert), so that the edge sees the
+    // pixels the device would have sent for the same frame.
+    let (layout, pixels) = if img.color().has_color() {
+        (Layout::RGB, img.into_rgb8().into_raw())
+    } else {
+        (Layout::Gray, img.into_luma8().into_raw())
+    };
+    let (w, h) = (w as usize, h as usize);
+    let mut scaler = Scaler::new(
+        layout,
+        YuvMatrix::BT601,
+        w,
+        h,
+        spec.width,
+        spec.height,
+        spec.color,
+    )
+    .map_err(ApiError::BadRequest)?;
+    let row = pixels.len() / h;
+    let mut out = vec![0u8; scaler.output_len()];
+    scaler.run(
+        &Planes {
+            data: [&pixels, &[], &[]],
+            stride: [row, 0, 0],
+        },
+        &mut out,
+    );
+    Ok(out)
 }
 
 pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse, ApiError> {
@@ -125,4 +148,69 @@ pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse,
         }),
         soft_codes: sel.codes.iter().map(|c| *c as f32).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// An encoded frame is scaled by the same area scaler as the device's: the edge's pixels
+    /// for a PNG equal the element's for the raw frame (RGB and gray sources).
+    #[test]
+    fn encoded_frames_are_scaled_like_the_device_does() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny");
+        let set = ModelSet::load(&dir).unwrap();
+        let spec = set.manifest.input.clone();
+        let (w, h) = (97usize, 61usize);
+        let mut seed = 11u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (seed >> 16) as u8
+        };
+        let rgb: Vec<u8> = (0..w * h * 3).map(|_| next()).collect();
+        let gray: Vec<u8> = (0..w * h).map(|_| next()).collect();
+        for (layout, pixels, color) in [
+            (Layout::RGB, rgb, image::ColorType::Rgb8),
+            (Layout::Gray, gray, image::ColorType::L8),
+        ] {
+            let mut png = Vec::new();
+            image::write_buffer_with_format(
+                &mut std::io::Cursor::new(&mut png),
+                &pixels,
+                w as u32,
+                h as u32,
+                color,
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+            let edge = decode_encoded(&set, &png).unwrap();
+            let mut device = Scaler::new(
+                layout,
+                YuvMatrix::BT601,
+                w,
+                h,
+                spec.width,
+                spec.height,
+                spec.color,
+            )
+            .unwrap();
+            let mut want = vec![0u8; device.output_len()];
+            device.run(
+                &Planes {
+                    data: [&pixels, &[], &[]],
+                    stride: [w * layout_bpp(layout), 0, 0],
+                },
+                &mut want,
+            );
+            assert_eq!(edge, want, "{layout:?}");
+        }
+    }
+
+    fn layout_bpp(layout: Layout) -> usize {
+        match layout {
+            Layout::Packed { bpp, .. } => bpp,
+            _ => 1,
+        }
+    }
 }

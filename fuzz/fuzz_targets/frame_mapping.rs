@@ -9,7 +9,7 @@
 use std::sync::Once;
 
 use cachenet_core::manifest::Color;
-use gstcachenet::frame::{FORMATS, Preprocessor, buffer_planes, crop_rect, plane_rows};
+use gstcachenet::frame::{FORMATS, buffer_planes, crop_rect, plane_rows, scaler};
 use libfuzzer_sys::fuzz_target;
 
 static INIT: Once = Once::new();
@@ -81,13 +81,12 @@ fuzz_target!(|input: &[u8]| {
             return;
         }
     };
-    let mut pre = Preprocessor::new(format, w, h, out_w, out_h, color).expect("a scaler");
+    let mut pre = scaler(&info, w, h, out_w, out_h, color).expect("a scaler");
     let mut out = vec![0u8; pre.output_len()];
     pre.run(&planes, &mut out);
     if let Some(rect) = crop_rect(format, region, w as u32, h as u32) {
-        let mut pre =
-            Preprocessor::new(format, rect.w, rect.h, out_w, out_h, color).expect("a scaler");
+        let mut pre = scaler(&info, rect.w, rect.h, out_w, out_h, color).expect("a scaler");
         let mut out = vec![0u8; pre.output_len()];
-        pre.run(&planes.crop(format, rect), &mut out);
+        pre.run(&planes.crop(pre.layout(), rect), &mut out);
     }
 });

@@ -8,6 +8,8 @@ use cachenet_core::manifest::{Manifest, is_safe_name};
 use cachenet_core::proto;
 use prost::Message;
 
+use crate::secret::Secret;
+
 const MAX_SMALL_BODY: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
@@ -16,7 +18,7 @@ pub struct EdgeClient {
     /// The host of `base` (for the clear-text warning).
     host: String,
     set: String,
-    token: Option<String>,
+    token: Option<Secret>,
     agent: ureq::Agent,
 }
 
@@ -134,7 +136,7 @@ impl EdgeClient {
     pub fn new(
         url: &str,
         set: &str,
-        token: Option<String>,
+        token: Option<Secret>,
         timeout: Duration,
         ca_file: Option<&Path>,
     ) -> Result<EdgeClient, String> {
@@ -180,7 +182,7 @@ impl EdgeClient {
 
     fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         match &self.token {
-            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            Some(t) => req.header("authorization", format!("Bearer {}", t.expose())),
             None => req,
         }
     }
@@ -292,7 +294,7 @@ mod tests {
             EdgeClient::new(
                 url,
                 "s",
-                token.map(String::from),
+                token.map(Secret::new),
                 Duration::from_secs(1),
                 None,
             )

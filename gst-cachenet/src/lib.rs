@@ -13,6 +13,7 @@ pub mod objects;
 pub mod outbox;
 pub mod result;
 pub mod runtime;
+pub mod secret;
 pub mod store;
 pub mod worker;
 

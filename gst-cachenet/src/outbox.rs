@@ -38,9 +38,14 @@ impl Outbox {
         if self.limit == 0 {
             return Admit::Post(msg);
         }
-        // The bus hands messages out in order: the oldest go first.
+        // The bus hands messages out in order, so the oldest usually go first; but an
+        // application may keep any one of them (a reference held past its handler): when the
+        // queue is full, every message let go of is counted as taken, not just those before it.
         while self.pending.front().is_some_and(|m| m.is_writable()) {
             self.pending.pop_front();
+        }
+        if self.pending.len() >= self.limit {
+            self.pending.retain(|m| !m.is_writable());
         }
         if self.pending.len() >= self.limit {
             self.dropped += 1;
@@ -103,6 +108,23 @@ mod tests {
             .map(|m| m.structure().unwrap().get::<u32>("i").unwrap())
             .collect();
         assert_eq!(got, [2, 5, 6]);
+        // The application keeps one message (the oldest) and reads the rest as they come:
+        // the others count as read, so messages keep flowing (no head-of-line stall).
+        assert_eq!(post(&mut out, 8), None);
+        let kept = bus.pop().unwrap();
+        for i in 9..20 {
+            assert_eq!(
+                post(&mut out, i),
+                None,
+                "message {i} dropped behind a kept one"
+            );
+            drop(bus.pop().unwrap());
+        }
+        // The kept one waits, and the last one (read after it was posted) as of the last post.
+        assert_eq!(out.waiting(), 2);
+        drop(kept);
+        assert_eq!(post(&mut out, 20), None);
+        assert_eq!(out.waiting(), 1);
         // No limit: nothing kept.
         let mut free = Outbox::new(0);
         assert!(matches!(free.admit(msg(0)), Admit::Post(_)));

@@ -20,6 +20,7 @@ use cachenet_core::engine::Model;
 use cachenet_core::manifest::Manifest;
 use cachenet_core::maths::Classification;
 use cachenet_core::preprocess::normalize_into;
+use gst::glib;
 
 use crate::edge::{EdgeClient, EdgeError};
 use crate::store::Store;
@@ -28,23 +29,45 @@ use crate::worker::{
     offload_worker, swap_worker,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What runs on each frame (the element's `mode` property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstCacheNetMode")]
 pub enum Mode {
-    /// Cached submodel, offload on a miss.
-    CacheNet,
-    /// The full model on every frame, locally.
-    Device,
-    /// Every frame offloaded.
-    Edge,
-    /// The active cached submodel on every frame, never offloaded (the speed limit of CacheNet
-    /// at a 100 % hit rate).
-    SubmodelOnly,
+    #[enum_value(
+        name = "CacheNet: cached submodel, offload on a miss",
+        nick = "cachenet"
+    )]
+    CacheNet = 0,
+    #[enum_value(
+        name = "Device: the full model on every frame, locally",
+        nick = "device"
+    )]
+    Device = 1,
+    #[enum_value(name = "Edge: every frame offloaded to the edge server", nick = "edge")]
+    Edge = 2,
+    #[enum_value(
+        name = "Submodel only: the cached submodel on every frame, never offloaded",
+        nick = "submodel-only"
+    )]
+    SubmodelOnly = 3,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a missed frame waits for the edge (the element's `offload` property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstCacheNetOffload")]
 pub enum Offload {
-    Sync,
-    Async,
+    #[enum_value(
+        name = "Sync: the frame waits for the edge (bounded by timeout-ms)",
+        nick = "sync"
+    )]
+    Sync = 0,
+    #[enum_value(
+        name = "Async: the frame leaves with the local result, the edge answers later",
+        nick = "async"
+    )]
+    Async = 1,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -969,7 +992,7 @@ impl Runtime {
         let answer = match w.submit(job) {
             // Answers to earlier requests that timed out are skipped.
             Ok(true) => loop {
-                match w.wait(deadline) {
+                match w.wait(at, deadline) {
                     Ok(Some((id, _))) if id != rid => continue,
                     other => break other.map(|o| o.map(|(_, r)| r)),
                 }

@@ -454,6 +454,62 @@ fn refused_token_is_a_settings_error_not_an_outage() {
     assert_eq!((r.source.as_str(), r.degraded), ("edge", false));
 }
 
+/// The token is write-only: no property read shows it, so neither does a DOT graph (which
+/// prints every readable property) or `gst-inspect`; a run with the element's debug log at its
+/// most verbose, against an edge, never prints it.
+#[test]
+fn token_is_write_only_and_never_logged() {
+    const TOKEN: &str = "tok-5ecret-4f1c";
+    let state = AppState::load(Config {
+        model_dirs: vec![tiny()],
+        token: Some(TOKEN.into()),
+        ..Config::default()
+    })
+    .unwrap();
+    let e = Background::start(state, "127.0.0.1:0").unwrap();
+    init();
+    let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = logged.clone();
+    gst::log::set_active(true);
+    gst::log::set_threshold_for_name("cachenetclassify", gst::DebugLevel::Memdump);
+    let log = gst::log::add_log_function(move |_cat, _level, _file, _func, _line, _obj, msg| {
+        if let Some(m) = msg.get() {
+            sink.lock().unwrap().push(m.to_string());
+        }
+    });
+    let el = gst::ElementFactory::make("cachenetclassify")
+        .property("token", TOKEN)
+        .build()
+        .unwrap();
+    let pspec = el.find_property("token").unwrap();
+    assert!(pspec.flags().contains(glib::ParamFlags::WRITABLE));
+    assert!(
+        !pspec.flags().contains(glib::ParamFlags::READABLE),
+        "token must be write-only"
+    );
+    let pipeline = gst::Pipeline::new();
+    pipeline.add(&el).unwrap();
+    let dot = pipeline.debug_to_dot_data(gst::DebugGraphDetails::all());
+    assert!(!dot.contains(TOKEN), "the DOT graph shows the token");
+    // A whole run with the token: start (manifest), a miss offloaded, a swap.
+    let mut h = with_edge(&e, &[("token", v(TOKEN))]);
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.degraded), ("edge", false));
+    h.settle();
+    h.push(240);
+    drop(h);
+    gst::log::remove_log_function(log);
+    let logged = logged.lock().unwrap();
+    assert!(
+        logged.iter().any(|m| m.contains("model set")),
+        "the debug log was not captured"
+    );
+    assert!(
+        !logged.iter().any(|m| m.contains(TOKEN)),
+        "the token was logged"
+    );
+}
+
 /// An https:// edge with a private CA: with ca-file the element offloads and swaps over TLS;
 /// without it the certificate is refused and frames keep their local results.
 #[test]
@@ -503,6 +559,8 @@ struct Script {
     /// The first this many infer requests get a 200 with a body that is not an InferResponse.
     junk_answers: usize,
     infer_calls: std::sync::atomic::AtomicUsize,
+    /// Submodel downloads asked for (counted when the request arrives).
+    downloads: std::sync::atomic::AtomicUsize,
 }
 
 fn serve(mut c: std::net::TcpStream, sha1: &str, script: &Script) {
@@ -547,6 +605,9 @@ fn serve(mut c: std::net::TcpStream, sha1: &str, script: &Script) {
         }
         .encode_to_vec()
     } else {
+        script
+            .downloads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::sleep(script.download_delay);
         proto::Submodel {
             id: 1,
@@ -565,6 +626,11 @@ fn serve(mut c: std::net::TcpStream, sha1: &str, script: &Script) {
 
 /// A fake edge following `script`, one thread per connection, for the life of the test.
 fn scripted_edge(script: Script) -> String {
+    scripted_edge_shared(std::sync::Arc::new(script))
+}
+
+/// [`scripted_edge`], the script shared with the test (its counters are the edge's events).
+fn scripted_edge_shared(script: std::sync::Arc<Script>) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     let manifest: serde_json::Value =
@@ -573,7 +639,6 @@ fn scripted_edge(script: Script) -> String {
         .as_str()
         .unwrap()
         .to_string();
-    let script = std::sync::Arc::new(script);
     std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(c) = c else { return };
@@ -706,6 +771,126 @@ fn flush_cancels_the_wait_and_drops_earlier_answers() {
         h.stat::<u64>("offload-failures"),
         0,
         "a flush is not an edge failure"
+    );
+}
+
+/// Waits until `count` reaches `n` (an event of the scripted edge).
+fn wait_for(count: &std::sync::atomic::AtomicUsize, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count.load(std::sync::atomic::Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// How long `f` takes, run on another thread once `ready` holds: the test's thread meanwhile
+/// pushes a frame that waits on the edge.
+fn timed_when(
+    ready: impl FnOnce() + Send + 'static,
+    f: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<Duration> {
+    std::thread::spawn(move || {
+        ready();
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    })
+}
+
+/// A flush and a stop while a sync request is in flight (the edge holds it for a minute,
+/// `timeout-ms` is a minute): each returns at once; the request is abandoned, its answer
+/// never used, and the frames after the flush run locally.
+#[test]
+fn flush_and_stop_do_not_wait_for_a_request_in_flight() {
+    let script = std::sync::Arc::new(Script {
+        submodel: real_submodel_1(),
+        infer_delay: Duration::from_secs(60),
+        ..Default::default()
+    });
+    let url = scripted_edge_shared(script.clone());
+    let mut h = local(&[("edge-url", v(&url)), ("timeout-ms", v(60_000u32))]);
+    let (el, s) = (h.el.clone(), script.clone());
+    let flush = timed_when(
+        move || wait_for(&s.infer_calls, 1, "the request"),
+        move || {
+            assert!(
+                el.static_pad("sink")
+                    .unwrap()
+                    .send_event(gst::event::FlushStart::new())
+            )
+        },
+    );
+    let mut buf = gst::Buffer::from_mut_slice(vec![240u8; 16 * 16]);
+    buf.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+    let t = Instant::now();
+    let _ = h.h.push(buf); // flushing: the buffer may be refused
+    let pushed = t.elapsed();
+    let flushed = flush.join().unwrap();
+    println!("flush returned in {flushed:?}, the waiting push in {pushed:?}");
+    assert!(
+        pushed < Duration::from_secs(30),
+        "the flush did not end the wait"
+    );
+    assert!(flushed < Duration::from_millis(500), "{flushed:?}");
+    let pad = h.el.static_pad("sink").unwrap();
+    assert!(pad.send_event(gst::event::FlushStop::new(true)));
+    h.h.set_src_caps_str("video/x-raw,format=GRAY8,width=16,height=16,framerate=30/1");
+    let r = h.push(20);
+    assert!(r.hit && r.submodel == 0);
+    assert_eq!(
+        h.stat::<u64>("offload-failures"),
+        0,
+        "a flush is not an edge failure"
+    );
+    drop(h);
+    // Another element's miss: stop it while its request is in flight.
+    let mut h = local(&[("edge-url", v(url)), ("timeout-ms", v(60_000u32))]);
+    let (el, s) = (h.el.clone(), script.clone());
+    let stop = timed_when(
+        move || wait_for(&s.infer_calls, 2, "the second request"),
+        move || {
+            el.set_state(gst::State::Null).unwrap();
+        },
+    );
+    let mut buf = gst::Buffer::from_mut_slice(vec![240u8; 16 * 16]);
+    buf.get_mut()
+        .unwrap()
+        .set_pts(gst::ClockTime::from_mseconds(33));
+    let _ = h.h.push(buf);
+    let stopped = stop.join().unwrap();
+    println!("stop returned in {stopped:?}");
+    assert!(
+        stopped < Duration::from_millis(500),
+        "stop waited: {stopped:?}"
+    );
+    assert_eq!(
+        script.downloads.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+/// A stop while a submodel download is in flight (the edge sends it after a minute,
+/// `timeout-ms` is a minute) returns at once: the download is abandoned.
+#[test]
+fn stop_does_not_wait_for_a_download_in_flight() {
+    let script = std::sync::Arc::new(Script {
+        submodel: real_submodel_1(),
+        download_delay: Duration::from_secs(60),
+        ..Default::default()
+    });
+    let url = scripted_edge_shared(script.clone());
+    let mut h = local(&[("edge-url", v(url)), ("timeout-ms", v(60_000u32))]);
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+    wait_for(&script.downloads, 1, "the download");
+    assert_eq!(h.el.property::<u32>("swaps-pending"), 1);
+    let t = Instant::now();
+    h.el.set_state(gst::State::Null).unwrap();
+    let stopped = t.elapsed();
+    println!("stop returned in {stopped:?}");
+    assert!(
+        stopped < Duration::from_millis(500),
+        "stop waited: {stopped:?}"
     );
 }
 

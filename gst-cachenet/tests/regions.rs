@@ -45,6 +45,24 @@ impl Hn {
     /// Push one frame (mid-gray background) with the regions painted and attached as ROI
     /// metas; returns every region's type, rectangle and result.
     fn push(&mut self, rois: &[Roi]) -> Vec<(String, Bounds, Classification)> {
+        self.push_as(gst_video::VideoFormat::Gray8, rois)
+    }
+
+    /// Renegotiate: the same frame size in `format` from now on.
+    fn set_format(&mut self, format: gst_video::VideoFormat) {
+        self.h.set_src_caps_str(&format!(
+            "video/x-raw,format={},width={W},height={H},framerate=30/1",
+            format.to_str()
+        ));
+    }
+
+    /// [`Hn::push`] with the frame in `format` (GRAY8, RGB or NV12: gray pixels, neutral
+    /// chroma; NV12 luma in limited range), which must be the negotiated one.
+    fn push_as(
+        &mut self,
+        format: gst_video::VideoFormat,
+        rois: &[Roi],
+    ) -> Vec<(String, Bounds, Classification)> {
         let mut px = vec![128u8; (W * H) as usize];
         for (_, _, (x, y, w, h), value) in rois {
             for yy in *y..(y + h).min(H) {
@@ -53,6 +71,19 @@ impl Hn {
                 }
             }
         }
+        let px = match format {
+            gst_video::VideoFormat::Gray8 => px,
+            gst_video::VideoFormat::Rgb => px.iter().flat_map(|&v| [v, v, v]).collect(),
+            gst_video::VideoFormat::Nv12 => {
+                let mut yuv: Vec<u8> = px
+                    .iter()
+                    .map(|&v| (16.0 + v as f32 * 219.0 / 255.0).round() as u8)
+                    .collect();
+                yuv.resize((W * H + W * H / 2) as usize, 128);
+                yuv
+            }
+            other => panic!("no test frames in {other:?}"),
+        };
         let mut buf = gst::Buffer::from_mut_slice(px);
         {
             let b = buf.get_mut().unwrap();
@@ -89,6 +120,38 @@ impl Hn {
 
 const DARK: Roi = ("thing", 0, (0, 0, 32, 32), 10);
 const BRIGHT: Roi = ("thing", 0, (64, 0, 32, 32), 245);
+
+/// Renegotiation mid-stream with regions (RGB -> GRAY8 -> NV12): the regions of each format
+/// are scaled for that format (the per-region scalers are rebuilt with the frame's), so every
+/// result equals that of an element that saw the format from the start.
+#[test]
+fn renegotiation_rebuilds_the_region_scalers() {
+    use gst_video::VideoFormat::{Gray8, Nv12, Rgb};
+    let rois = [DARK, BRIGHT, ("thing", 0, (40, 8, 17, 13), 200)];
+    let answers = |r: Vec<(String, Bounds, Classification)>| -> Vec<(Bounds, i32, f64)> {
+        r.into_iter()
+            .map(|(_, b, c)| (b, c.class_id, c.entropy))
+            .collect()
+    };
+    let mut h = harness(&[("regions", "roi")]);
+    for format in [Rgb, Gray8, Nv12] {
+        let mut fresh = harness(&[("regions", "roi")]);
+        fresh.set_format(format);
+        let want = answers(fresh.push_as(format, &rois));
+        h.set_format(format);
+        let got = answers(h.push_as(format, &rois));
+        assert_eq!(got.len(), want.len(), "{format:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.0, g.1), (w.0, w.1), "{format:?}");
+            assert!(
+                (g.2 - w.2).abs() < 1e-6,
+                "{format:?}: entropy {} after renegotiation, {} from the start",
+                g.2,
+                w.2
+            );
+        }
+    }
+}
 
 #[test]
 fn each_region_is_an_object_with_its_own_submodel() {

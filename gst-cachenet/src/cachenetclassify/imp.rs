@@ -17,11 +17,12 @@ use gst_video::prelude::*;
 
 use super::{Mode, Offload, Regions};
 use crate::edge::EdgeClient;
-use crate::frame::{FORMATS, Preprocessor, buffer_planes, crop_rect};
+use crate::frame::{FORMATS, Scaler, buffer_planes, crop_rect};
 use crate::objects::{Associator, Filter, Region};
 use crate::outbox::{Admit, Outbox};
 use crate::result::{RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
 use crate::runtime::{self, FRAME_OBJECT, FrameResult, ObjectKey, Runtime, Stats, SwapEvent};
+use crate::secret::Secret;
 use crate::store::Store;
 use crate::worker::Generation;
 use crate::worker::SwapTimings;
@@ -63,7 +64,7 @@ struct Settings {
     cache_dir: Option<String>,
     offload: Offload,
     timeout_ms: u32,
-    token: Option<String>,
+    token: Option<Secret>,
     ca_file: Option<String>,
     manifest_sha256: Option<String>,
     post_messages: bool,
@@ -111,7 +112,7 @@ impl Default for Settings {
 
 struct State {
     runtime: Runtime,
-    video: Option<(gst_video::VideoInfo, Preprocessor)>,
+    video: Option<(gst_video::VideoInfo, Scaler)>,
     hwc: Vec<u8>,
     frame: u64,
     regions: Regions,
@@ -120,7 +121,7 @@ struct State {
     unique_id: u32,
     skip_late: bool,
     /// Scalers of region crops, by crop size (regions=roi).
-    scalers: HashMap<(usize, usize), Preprocessor>,
+    scalers: HashMap<(usize, usize), Scaler>,
     associator: Associator,
     latency: LatencyMeter,
     outbox: Outbox,
@@ -308,7 +309,8 @@ impl ObjectImpl for CacheNetClassify {
                     .build(),
                 glib::ParamSpecString::builder("token")
                     .nick("Token")
-                    .blurb("Bearer token sent to the edge server (use an https:// edge-url: over http:// to another host it travels in clear, and the element warns)")
+                    .blurb("Bearer token sent to the edge server (write-only; use an https:// edge-url: over http:// to another host it travels in clear, and the element warns)")
+                    .write_only()
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("manifest-sha256")
@@ -419,7 +421,7 @@ impl ObjectImpl for CacheNetClassify {
             "cache-dir" => s.cache_dir = opt(value),
             "offload" => s.offload = value.get().expect("type checked upstream"),
             "timeout-ms" => s.timeout_ms = value.get().expect("type checked upstream"),
-            "token" => s.token = opt(value),
+            "token" => s.token = opt(value).map(Secret::new),
             "ca-file" => s.ca_file = opt(value),
             "manifest-sha256" => s.manifest_sha256 = opt(value),
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
@@ -451,7 +453,6 @@ impl ObjectImpl for CacheNetClassify {
             "cache-dir" => s.cache_dir.to_value(),
             "offload" => s.offload.to_value(),
             "timeout-ms" => s.timeout_ms.to_value(),
-            "token" => s.token.to_value(),
             "ca-file" => s.ca_file.to_value(),
             "manifest-sha256" => s.manifest_sha256.to_value(),
             "post-messages" => s.post_messages.to_value(),
@@ -518,6 +519,18 @@ impl ElementImpl for CacheNetClassify {
             ]
         });
         TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        // Before the pads are deactivated (which waits for the streaming thread): a sync wait
+        // for the edge and the background work in flight are cancelled at once.
+        if transition == gst::StateChange::PausedToReady {
+            self.generation.bump();
+        }
+        self.parent_change_state(transition)
     }
 }
 
@@ -687,16 +700,8 @@ impl CacheNetClassify {
             manifest.threshold
         };
         let config = runtime::Config {
-            mode: match s.mode {
-                Mode::CacheNet => runtime::Mode::CacheNet,
-                Mode::Device => runtime::Mode::Device,
-                Mode::Edge => runtime::Mode::Edge,
-                Mode::SubmodelOnly => runtime::Mode::SubmodelOnly,
-            },
-            offload: match s.offload {
-                Offload::Sync => runtime::Offload::Sync,
-                Offload::Async => runtime::Offload::Async,
-            },
+            mode: s.mode,
+            offload: s.offload,
             threshold,
             cache_size,
             keep_compiled: s.keep_compiled,
@@ -803,8 +808,8 @@ impl BaseTransformImpl for CacheNetClassify {
             .as_mut()
             .ok_or_else(|| gst::loggable_error!(CAT, "caps before start"))?;
         let spec = &state.runtime.manifest().input;
-        let pre = Preprocessor::new(
-            info.format(),
+        let pre = crate::frame::scaler(
+            &info,
             info.width() as usize,
             info.height() as usize,
             spec.width,
@@ -814,6 +819,8 @@ impl BaseTransformImpl for CacheNetClassify {
         .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
         state.hwc = vec![0; pre.output_len()];
         state.video = Some((info, pre));
+        // The region scalers were built for the previous caps (format, colorimetry).
+        state.scalers.clear();
         Ok(())
     }
 
@@ -1138,7 +1145,7 @@ impl CacheNetClassify {
             let pre = match state.scalers.entry((rect.w, rect.h)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    Preprocessor::new(info.format(), rect.w, rect.h, out_w, out_h, color).map_err(
+                    crate::frame::scaler(info, rect.w, rect.h, out_w, out_h, color).map_err(
                         |e| {
                             gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
                             gst::FlowError::NotNegotiated
@@ -1146,7 +1153,7 @@ impl CacheNetClassify {
                     )?,
                 ),
             };
-            pre.run(&planes.crop(info.format(), rect), &mut state.hwc);
+            pre.run(&planes.crop(pre.layout(), rect), &mut state.hwc);
             let offloads = state.runtime.stats().offloads;
             let r = state.runtime.process_object(key, &state.hwc, budget > 0);
             if state.runtime.stats().offloads > offloads {
