@@ -11,6 +11,7 @@ pub mod frame;
 pub mod meta;
 pub mod objects;
 pub mod outbox;
+pub mod remote;
 pub mod result;
 pub mod runtime;
 pub mod secret;

@@ -7,11 +7,13 @@
 //! flush; an `async` miss does not wait); fetching, verifying, storing and compiling a submodel
 //! run on the swap worker, and a compiled submodel becomes active at the next frame boundary.
 //!
-//! Each tracked object (the whole frame, or a region with `regions=roi`) keeps its own active
-//! submodel, chosen from one shared LRU cache; an object not seen for `track_timeout` frames is
-//! forgotten.
+//! Each tracked object (the whole frame, or a region with `regions=roi`) owns its state: its
+//! active submodel (chosen from one shared LRU cache), the submodel the edge selected for it and
+//! its last result; an object not seen for `track_timeout` frames is forgotten. One
+//! classification returns an [`Outcome`]; the end of a frame returns its [`FrameEvents`] (swaps,
+//! warnings, errors): the element publishes both.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,11 +25,12 @@ use cachenet_core::preprocess::normalize_into;
 use gst::glib;
 
 use crate::edge::{EdgeClient, EdgeError};
-use crate::store::Store;
-use crate::worker::{
-    Fetched, Generation, InferJob, InferOutcome, OffloadWorker, Remote, SwapTimings, SwapWorker,
-    offload_worker, swap_worker,
+use crate::remote::{
+    Fetched, InferJob, InferOutcome, OffloadWorker, PrefetchWorker, Remote, SwapTimings,
+    SwapWorker, offload_worker, prefetch_worker, swap_worker,
 };
+use crate::store::Store;
+use crate::worker::Generation;
 
 /// What runs on each frame (the element's `mode` property).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
@@ -163,6 +166,8 @@ pub struct Stats {
     pub deferred: u64,
     /// Results reused without a model run (`interval`, late frames).
     pub reused: u64,
+    /// Submodels fetched ahead of need (`prefetch`).
+    pub prefetches: u64,
 }
 
 impl Stats {
@@ -191,6 +196,9 @@ pub struct Config {
     pub interval: u32,
     /// Forget an object not seen for this many frames.
     pub track_timeout: u64,
+    /// After start, fetch the manifest's other submodels in the background (mode cachenet,
+    /// with an edge), one at a time and only while no swap the edge asked for is in flight.
+    pub prefetch: bool,
 }
 
 impl Config {
@@ -205,6 +213,7 @@ impl Config {
             timeout: Duration::from_secs(1),
             interval: 1,
             track_timeout: 30,
+            prefetch: false,
         }
     }
 }
@@ -242,6 +251,47 @@ pub struct SwapEvent {
     pub wait_us: u64,
 }
 
+/// What one classification (of a frame, or of one region) gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub result: FrameResult,
+    /// A request went to the edge for it (counts against the frame's `max-offloads`).
+    pub offloaded: bool,
+    /// Time in models: the device's runs and the edge's answer (microseconds).
+    pub model_us: u64,
+}
+
+impl Outcome {
+    /// An object's last result given again without a model run.
+    pub fn reused(result: FrameResult) -> Outcome {
+        Outcome {
+            result,
+            offloaded: false,
+            model_us: 0,
+        }
+    }
+}
+
+/// What happened in one video frame besides its results, for the element to post.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FrameEvents {
+    /// Edge failures, rejected downloads, worker restarts.
+    pub warnings: Vec<String>,
+    /// Settings errors for the application (the edge refused the token).
+    pub errors: Vec<String>,
+    /// Submodels that became usable.
+    pub swaps: Vec<SwapEvent>,
+    /// The edge answers again after failures.
+    pub recovered: bool,
+}
+
+/// What the classification in progress did (reset for each one).
+#[derive(Debug, Default)]
+struct Call {
+    offloaded: bool,
+    model_us: u64,
+}
+
 /// The per-element CacheNet runtime.
 pub struct Runtime {
     manifest: Arc<Manifest>,
@@ -250,11 +300,6 @@ pub struct Runtime {
     cache: SubmodelCache<Model>,
     /// Compiled plans of every submodel seen (when keep_compiled).
     plans: HashMap<u32, Model>,
-    /// The current object's active submodel and wanted one (the rest of its state, and every
-    /// other object's, is in `tracks`).
-    active: Option<u32>,
-    wanted: Option<u32>,
-    current: Option<ObjectKey>,
     tracks: HashMap<ObjectKey, Track>,
     /// Frames seen (`end_frame`).
     frame: u64,
@@ -268,19 +313,21 @@ pub struct Runtime {
     remote: Option<Remote>,
     offloader: Option<OffloadWorker>,
     swapper: Option<SwapWorker>,
+    prefetcher: Option<PrefetchWorker>,
+    /// Submodels still to prefetch, in manifest order, and the one on its way.
+    to_prefetch: VecDeque<u32>,
+    prefetching: Option<u32>,
     generation: Generation,
     backoff: Backoff,
     stats: Stats,
     tensor: Vec<f32>,
     logits: Vec<f32>,
     request_seq: u64,
-    warnings: Vec<String>,
-    /// Settings errors for the application (a refused token), taken by the element.
-    errors: Vec<String>,
+    /// This frame's events so far (returned by `end_frame`).
+    events: FrameEvents,
+    call: Call,
     /// The edge refused this element's token: no more requests until a restart.
     refused: bool,
-    swap_events: Vec<SwapEvent>,
-    recovered: bool,
 }
 
 impl Runtime {
@@ -334,6 +381,22 @@ impl Runtime {
             }
             _ => None,
         };
+        let prefetcher =
+            match &remote {
+                Some(r) if config.mode == Mode::CacheNet && config.prefetch => Some(
+                    prefetch_worker(r.clone(), generation.clone(), config.keep_compiled),
+                ),
+                _ => None,
+            };
+        let to_prefetch = match prefetcher {
+            Some(_) => manifest
+                .submodels
+                .iter()
+                .map(|m| m.id)
+                .filter(|id| !cache.contains(*id))
+                .collect(),
+            None => VecDeque::new(),
+        };
         let n = manifest.input.len();
         Ok(Runtime {
             stats: Stats::default(),
@@ -342,10 +405,13 @@ impl Runtime {
             full,
             cache,
             plans,
-            active,
-            wanted: None,
-            current: Some(FRAME_OBJECT),
-            tracks: HashMap::from([(FRAME_OBJECT, Track::default())]),
+            tracks: HashMap::from([(
+                FRAME_OBJECT,
+                Track {
+                    active,
+                    ..Track::default()
+                },
+            )]),
             frame: 0,
             asked_by: HashMap::new(),
             fetching: HashMap::new(),
@@ -354,16 +420,17 @@ impl Runtime {
             remote,
             offloader,
             swapper,
+            prefetcher,
+            to_prefetch,
+            prefetching: None,
             generation,
             backoff: Backoff::default(),
             tensor: vec![0.0; n],
             logits: Vec::new(),
             request_seq: 0,
-            warnings: Vec::new(),
-            errors: Vec::new(),
+            events: FrameEvents::default(),
+            call: Call::default(),
             refused: false,
-            swap_events: Vec::new(),
-            recovered: false,
         })
     }
 
@@ -371,10 +438,10 @@ impl Runtime {
         &self.manifest
     }
 
-    /// The counters, with the active submodel filled in.
+    /// The counters, with the active submodel (of the whole frame) filled in.
     pub fn stats(&self) -> Stats {
         Stats {
-            active_submodel: self.active.map_or(-1, |a| a as i32),
+            active_submodel: self.active().map_or(-1, |a| a as i32),
             objects: self.tracks.len() as u64,
             ..self.stats.clone()
         }
@@ -385,33 +452,14 @@ impl Runtime {
         self.cache.ids_mru()
     }
 
+    /// The whole frame's active submodel.
     pub fn active(&self) -> Option<u32> {
-        self.active
-    }
-
-    /// Warnings since the last call (edge failures), to post on the bus.
-    pub fn take_warnings(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.warnings)
-    }
-
-    /// Settings errors found since the last call (the edge refused the token).
-    pub fn take_errors(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.errors)
+        self.tracks.get(&FRAME_OBJECT).and_then(|t| t.active)
     }
 
     /// No request goes to the edge: backing off after a failure, or refused for good.
     fn offload_blocked(&self) -> bool {
         self.refused || self.backoff.blocked()
-    }
-
-    /// Submodels that became usable since the last call.
-    pub fn take_swap_events(&mut self) -> Vec<SwapEvent> {
-        std::mem::take(&mut self.swap_events)
-    }
-
-    /// True once after the edge answers again following failures.
-    pub fn take_recovered(&mut self) -> bool {
-        std::mem::take(&mut self.recovered)
     }
 
     /// Whether an edge request is in flight.
@@ -428,50 +476,36 @@ impl Runtime {
     /// it are dropped, work may be asked again; cached submodels stay.
     pub fn flushed(&mut self) {
         self.fetching.clear();
-        self.wanted = None;
         self.asked_by.clear();
+        if let Some(id) = self.prefetching.take() {
+            self.to_prefetch.push_front(id);
+        }
         for t in self.tracks.values_mut() {
             t.wanted = None;
         }
     }
 
-    /// Save the current object's state into `tracks`.
-    fn park(&mut self) {
-        if let Some(key) = self.current.take() {
-            let t = self.tracks.entry(key).or_default();
-            t.active = self.active;
-            t.wanted = self.wanted;
-        }
-    }
-
-    /// Make `key` the current object (a new one starts with the most recently used submodel).
-    fn enter(&mut self, key: ObjectKey) {
-        if self.current == Some(key) {
-            return;
-        }
-        self.park();
-        let frame = self.frame;
-        let cache = &self.cache;
-        let t = self.tracks.entry(key).or_insert_with(|| Track {
+    /// The object's state; a new object starts with the most recently used submodel.
+    fn track(&mut self, key: ObjectKey) -> &mut Track {
+        let (frame, cache) = (self.frame, &self.cache);
+        self.tracks.entry(key).or_insert_with(|| Track {
             active: cache.ids_mru().first().copied(),
             last_seen: frame,
             ..Track::default()
-        });
-        self.active = t.active;
-        self.wanted = t.wanted;
-        self.current = Some(key);
+        })
     }
 
     /// The end of a video frame: objects not seen for `track_timeout` frames are forgotten.
-    pub fn end_frame(&mut self) {
-        self.park();
+    /// Returns what happened in the frame besides its results.
+    pub fn end_frame(&mut self) -> FrameEvents {
         self.frame += 1;
         let (frame, timeout) = (self.frame, self.config.track_timeout.max(1));
         let before = self.tracks.len();
         self.tracks
             .retain(|&k, t| k == FRAME_OBJECT || frame - t.last_seen <= timeout);
         self.stats.objects_dropped += (before - self.tracks.len()) as u64;
-        self.enter(FRAME_OBJECT);
+        self.track(FRAME_OBJECT);
+        std::mem::take(&mut self.events)
     }
 
     /// The object's last result, marked reused, when this frame need not run a model for it:
@@ -536,28 +570,35 @@ impl Runtime {
         }
     }
 
+    /// Time spent in a model for the classification in progress.
+    fn spent(&mut self, t: Instant) {
+        let us = t.elapsed().as_micros() as u64;
+        self.stats.device_time_us += us;
+        self.call.model_us += us;
+    }
+
     fn run_cached(&mut self, id: u32) -> Option<Classification> {
         let t = Instant::now();
         let model = self.cache.get_mut(id)?;
         let r = model.run_into(&self.tensor, &mut self.logits);
-        self.stats.device_time_us += t.elapsed().as_micros() as u64;
+        self.spent(t);
         match r {
             Ok(()) => Some(Classification::from_logits(&self.logits)),
             Err(e) => {
-                self.warnings.push(format!("submodel {id}: {e}"));
+                self.events.warnings.push(format!("submodel {id}: {e}"));
                 None
             }
         }
     }
 
-    fn set_active(&mut self, id: u32) {
-        if self.active != Some(id) {
-            self.active = Some(id);
-            self.stats.swaps += 1;
+    fn set_active(&mut self, key: ObjectKey, id: u32) {
+        let t = self.track(key);
+        let changed = t.active != Some(id);
+        t.active = Some(id);
+        if t.wanted == Some(id) {
+            t.wanted = None;
         }
-        if self.wanted == Some(id) {
-            self.wanted = None;
-        }
+        self.stats.swaps += u64::from(changed);
     }
 
     /// Put a compiled submodel into the LRU cache (most recently used).
@@ -575,30 +616,31 @@ impl Runtime {
         }
     }
 
-    /// The edge selected `id`: make it active now if it is ready (cached, or a kept compiled
-    /// plan), else ask the swap worker for it; it becomes active when it arrives.
-    fn want(&mut self, id: u32, asked: Instant) {
+    /// The edge selected `id` for object `key`: make it active now if it is ready (cached, or
+    /// a kept compiled plan), else ask the swap worker for it; it becomes active when it
+    /// arrives.
+    fn want(&mut self, key: ObjectKey, id: u32, asked: Instant) {
         if self.cache.contains(id) {
             self.cache.get_mut(id);
-            self.set_active(id);
+            self.set_active(key, id);
             return;
         }
         if let Some(model) = self.plans.get(&id).cloned() {
             self.insert(id, model);
             self.stats.plan_reuses += 1;
-            self.swap_events.push(SwapEvent {
+            self.events.swaps.push(SwapEvent {
                 submodel: id,
                 fetched: false,
                 timings: SwapTimings::default(),
                 bytes: 0,
                 wait_us: asked.elapsed().as_micros() as u64,
             });
-            self.set_active(id);
+            self.set_active(key, id);
             return;
         }
-        self.wanted = Some(id);
-        if self.fetching.contains_key(&id) {
-            return;
+        self.track(key).wanted = Some(id);
+        if self.fetching.contains_key(&id) || self.prefetching == Some(id) {
+            return; // on its way; it becomes active when it arrives
         }
         let Some(w) = self.swapper.as_mut() else {
             return;
@@ -608,7 +650,7 @@ impl Runtime {
                 self.fetching.insert(id, asked);
             }
             Ok(false) => {} // the queue is full: the next miss asks again
-            Err(e) => self.warnings.push(e),
+            Err(e) => self.events.warnings.push(e),
         }
     }
 
@@ -623,12 +665,13 @@ impl Runtime {
                 Ok(Some((id, r))) => self.fetched(id, r),
                 Ok(None) => break,
                 Err(warning) => {
-                    self.warnings.push(warning);
+                    self.events.warnings.push(warning);
                     self.fetching.clear();
                     break;
                 }
             }
         }
+        self.poll_prefetch();
         if self.config.offload == Offload::Async {
             let next = match self.offloader.as_mut() {
                 Some(w) => w.try_next(),
@@ -644,20 +687,84 @@ impl Runtime {
                             self.edge_ok();
                             // The object that asked, if it is still tracked.
                             if let Some(key) = key.filter(|k| self.tracks.contains_key(k)) {
-                                let back = self.current;
-                                self.enter(key);
-                                self.want(o.response.submodel_id, asked);
-                                if let Some(b) = back {
-                                    self.enter(b);
-                                }
+                                self.want(key, o.response.submodel_id, asked);
                             }
                         }
                         Err(e) => self.edge_failed(e),
                     }
                 }
                 Ok(None) => {}
-                Err(warning) => self.warnings.push(warning),
+                Err(warning) => self.events.warnings.push(warning),
             }
+        }
+    }
+
+    /// Take a finished prefetch, and ask for the next one while no swap the edge asked for is in
+    /// flight (those never wait behind a prefetch: they run on their own worker).
+    fn poll_prefetch(&mut self) {
+        let Some(w) = self.prefetcher.as_mut() else {
+            return;
+        };
+        match w.try_next() {
+            Ok(Some((id, r))) => {
+                self.prefetching = None;
+                self.prefetched(id, r);
+            }
+            Ok(None) => {}
+            Err(warning) => {
+                self.prefetching = None;
+                self.events.warnings.push(warning);
+            }
+        }
+        if self.prefetching.is_some() || !self.fetching.is_empty() {
+            return;
+        }
+        while let Some(id) = self.to_prefetch.pop_front() {
+            if self.cache.contains(id) || self.plans.contains_key(&id) {
+                continue;
+            }
+            let w = self.prefetcher.as_mut().expect("checked above");
+            match w.submit(id) {
+                Ok(true) => self.prefetching = Some(id),
+                Ok(false) => self.to_prefetch.push_front(id),
+                Err(e) => self.events.warnings.push(e),
+            }
+            break;
+        }
+    }
+
+    /// A prefetch ended: its compiled plan is kept (or, when an object wants the submodel by
+    /// now, it becomes that object's active one, as a swap would); a failure is not reported
+    /// (the swap the edge asks for later tries again, and warns).
+    fn prefetched(&mut self, id: u32, r: Result<Fetched, String>) {
+        let asked = Instant::now();
+        let wanting: Vec<ObjectKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.wanted == Some(id))
+            .map(|(k, _)| *k)
+            .collect();
+        if let Ok(f) = r {
+            self.stats.prefetches += 1;
+            match f.model {
+                Some(model) if !wanting.is_empty() => {
+                    let f = Fetched {
+                        model: Some(model),
+                        ..f
+                    };
+                    self.fetched(id, Ok(f));
+                    return;
+                }
+                Some(model) => {
+                    self.stats.bytes_down += f.traffic.down;
+                    self.plans.insert(id, model);
+                }
+                None => self.stats.bytes_down += f.traffic.down,
+            }
+        }
+        // Stored only, or failed: a swap the edge asked for meanwhile goes the usual way.
+        for key in wanting {
+            self.want(key, id, asked);
         }
     }
 
@@ -668,7 +775,8 @@ impl Runtime {
                 self.failed_fetch.remove(&id);
                 match (&f.store_error, self.store_failing) {
                     (Some(e), false) => {
-                        self.warnings
+                        self.events
+                            .warnings
                             .push(format!("submodel {id} is used but not kept: {e}"));
                         self.store_failing = true;
                     }
@@ -687,43 +795,36 @@ impl Runtime {
                 t.cpu_us += f.timings.cpu_us;
                 let wait_us = asked.map_or(0, |a| a.elapsed().as_micros() as u64);
                 self.stats.swap_wait_us += wait_us;
-                self.swap_events.push(SwapEvent {
+                self.events.swaps.push(SwapEvent {
                     submodel: id,
                     fetched: true,
                     timings: f.timings,
                     bytes: f.traffic.down,
                     wait_us,
                 });
-                let current = self.current;
-                let others: Vec<ObjectKey> = self
+                let wanting: Vec<ObjectKey> = self
                     .tracks
                     .iter()
-                    .filter(|(k, t)| Some(**k) != current && t.wanted == Some(id))
+                    .filter(|(_, t)| t.wanted == Some(id))
                     .map(|(k, _)| *k)
                     .collect();
-                if self.wanted != Some(id) && others.is_empty() {
+                let Some(model) = f.model else {
+                    return; // a swap always compiles
+                };
+                if wanting.is_empty() {
                     // The edge has selected another submodel since: keep the compiled plan
                     // for later, but do not evict a cached submodel for it.
                     if self.config.keep_compiled {
-                        self.plans.insert(id, f.model);
+                        self.plans.insert(id, model);
                     }
                     return;
                 }
-                self.insert(id, f.model);
-                if self.wanted == Some(id) {
-                    self.set_active(id);
-                }
-                for k in others {
-                    let t = self.tracks.get_mut(&k).expect("listed above");
-                    t.active = Some(id);
-                    t.wanted = None;
-                    self.stats.swaps += 1;
+                self.insert(id, model);
+                for k in wanting {
+                    self.set_active(k, id);
                 }
             }
             Err(e) => {
-                if self.wanted == Some(id) {
-                    self.wanted = None;
-                }
                 for t in self.tracks.values_mut() {
                     if t.wanted == Some(id) {
                         t.wanted = None;
@@ -731,7 +832,7 @@ impl Runtime {
                 }
                 self.stats.offload_failures += 1;
                 if self.failed_fetch.insert(id) {
-                    self.warnings.push(e);
+                    self.events.warnings.push(e);
                 }
             }
         }
@@ -741,6 +842,13 @@ impl Runtime {
         self.stats.bytes_up += o.traffic.up;
         self.stats.bytes_down += o.traffic.down;
         self.stats.edge_time_us += o.took.as_micros() as u64;
+        self.call.model_us += o.took.as_micros() as u64;
+    }
+
+    /// A request for the classification in progress went to the edge.
+    fn offloaded(&mut self) {
+        self.stats.offloads += 1;
+        self.call.offloaded = true;
     }
 
     /// The frame's result from the edge's answer. The label is the manifest's own for the
@@ -763,7 +871,7 @@ impl Runtime {
             // token can change the answer).
             if !self.refused {
                 self.refused = true;
-                self.errors.push(format!(
+                self.events.errors.push(format!(
                     "the edge server refused the token property ({e}); frames are classified \
                      on the device only until the element restarts with a token the edge accepts"
                 ));
@@ -773,14 +881,15 @@ impl Runtime {
         let first = !self.backoff.blocked() && self.backoff.delay.is_zero();
         self.backoff.fail();
         if first {
-            self.warnings
+            self.events
+                .warnings
                 .push(format!("edge offload failed (retrying with back-off): {e}"));
         }
     }
 
     fn edge_ok(&mut self) {
         if !self.backoff.delay.is_zero() {
-            self.recovered = true;
+            self.events.recovered = true;
         }
         self.backoff.ok();
     }
@@ -807,13 +916,13 @@ impl Runtime {
                 .as_ref()
                 .map(|f| f.run_into(&self.tensor, &mut self.logits)),
             _ => self
-                .active
+                .active()
                 .and_then(|a| self.cache.get_mut(a))
                 .map(|m| m.run_into(&self.tensor, &mut self.logits)),
         };
         let took = t.elapsed();
         if let Some(Err(e)) = r {
-            self.warnings.push(format!("warm-up run: {e}"));
+            self.events.warnings.push(format!("warm-up run: {e}"));
         }
         took
     }
@@ -821,23 +930,30 @@ impl Runtime {
     /// Classify one frame given as HWC u8 pixels at the model's input size (the whole frame is
     /// one object; the caller ends the frame with [`Runtime::end_frame`]).
     pub fn process(&mut self, hwc: &[u8]) -> FrameResult {
-        self.process_object(FRAME_OBJECT, hwc, true)
+        self.process_object(FRAME_OBJECT, hwc, true).result
     }
 
     /// Classify one object's pixels (HWC u8 at the model's input size) with the object's own
     /// active submodel. `may_offload`: whether a miss may go to the edge (false once the
     /// frame's offload budget is spent: the local result comes back marked `deferred`).
-    pub fn process_object(&mut self, key: ObjectKey, hwc: &[u8], may_offload: bool) -> FrameResult {
-        self.enter(key);
-        let r = self.classify(hwc, may_offload);
-        let t = self.tracks.get_mut(&key).expect("entered");
-        t.last_seen = self.frame;
+    pub fn process_object(&mut self, key: ObjectKey, hwc: &[u8], may_offload: bool) -> Outcome {
+        self.call = Call::default();
+        self.track(key);
+        let result = self.classify(key, hwc, may_offload);
+        let frame = self.frame;
+        let t = self.track(key);
+        t.last_seen = frame;
         t.since = 0;
-        t.last = Some(r.clone());
-        r
+        t.last = Some(result.clone());
+        let call = std::mem::take(&mut self.call);
+        Outcome {
+            result,
+            offloaded: call.offloaded,
+            model_us: call.model_us,
+        }
     }
 
-    fn classify(&mut self, hwc: &[u8], may_offload: bool) -> FrameResult {
+    fn classify(&mut self, key: ObjectKey, hwc: &[u8], may_offload: bool) -> FrameResult {
         self.stats.frames += 1;
         normalize_into(hwc, &self.manifest.input, &mut self.tensor);
         match self.config.mode {
@@ -845,14 +961,14 @@ impl Runtime {
                 let t = Instant::now();
                 let full = self.full.as_ref().expect("checked in new()");
                 let r = full.run_into(&self.tensor, &mut self.logits);
-                self.stats.device_time_us += t.elapsed().as_micros() as u64;
+                self.spent(t);
                 match r {
                     Ok(()) => {
                         let c = Classification::from_logits(&self.logits);
                         self.result(&c, Source::Device, false, None)
                     }
                     Err(e) => {
-                        self.warnings.push(format!("full model: {e}"));
+                        self.events.warnings.push(format!("full model: {e}"));
                         self.none_result()
                     }
                 }
@@ -862,14 +978,14 @@ impl Runtime {
                 if !may_offload {
                     return self.deferred(None);
                 }
-                self.offload_sync(hwc, None)
+                self.offload_sync(key, hwc, None)
             }
             Mode::CacheNet => {
                 self.poll();
-                self.process_cachenet(hwc, may_offload)
+                self.process_cachenet(key, hwc, may_offload)
             }
             Mode::SubmodelOnly => {
-                let active = self.active.expect("checked in new()");
+                let active = self.tracks[&key].active.expect("checked in new()");
                 match self.run_cached(active) {
                     Some(c) => {
                         let hit = c.is_hit(self.config.threshold);
@@ -895,10 +1011,11 @@ impl Runtime {
         r
     }
 
-    fn process_cachenet(&mut self, hwc: &[u8], may_offload: bool) -> FrameResult {
+    fn process_cachenet(&mut self, key: ObjectKey, hwc: &[u8], may_offload: bool) -> FrameResult {
         let threshold = self.config.threshold;
+        let active = self.tracks[&key].active;
         let mut local: Option<FrameResult> = None;
-        if let Some(a) = self.active
+        if let Some(a) = active
             && let Some(c) = self.run_cached(a)
         {
             if c.is_hit(threshold) {
@@ -908,13 +1025,13 @@ impl Runtime {
             local = Some(self.result(&c, Source::Device, false, Some(a)));
         }
         for id in self.cache.ids_mru() {
-            if Some(id) == self.active {
+            if Some(id) == active {
                 continue;
             }
             if let Some(c) = self.run_cached(id) {
                 if c.is_hit(threshold) {
                     self.stats.hits += 1;
-                    self.set_active(id);
+                    self.set_active(key, id);
                     return self.result(&c, Source::Device, true, Some(id));
                 }
                 if local.is_none() {
@@ -930,7 +1047,7 @@ impl Runtime {
             return self.deferred(local);
         }
         match self.config.offload {
-            Offload::Sync => self.offload_sync(hwc, local),
+            Offload::Sync => self.offload_sync(key, hwc, local),
             Offload::Async => {
                 if self.offload_blocked() {
                     return Self::degraded(local, self.none_result());
@@ -944,15 +1061,14 @@ impl Runtime {
                         cached: self.cache.ids_mru(),
                         request_id: rid.clone(),
                     };
-                    let key = self.current.unwrap_or(FRAME_OBJECT);
                     let w = self.offloader.as_mut().expect("checked above");
                     match w.submit(job) {
                         Ok(true) => {
-                            self.stats.offloads += 1;
+                            self.offloaded();
                             self.asked_by.insert(rid, key);
                         }
                         Ok(false) => {}
-                        Err(e) => self.warnings.push(e),
+                        Err(e) => self.events.warnings.push(e),
                     }
                 }
                 local.unwrap_or_else(|| {
@@ -966,7 +1082,12 @@ impl Runtime {
 
     /// Ask the edge about this frame and wait for its answer (bounded by the timeout, cut
     /// short by a flush). Never waits for a download or a compile.
-    fn offload_sync(&mut self, hwc: &[u8], local: Option<FrameResult>) -> FrameResult {
+    fn offload_sync(
+        &mut self,
+        key: ObjectKey,
+        hwc: &[u8],
+        local: Option<FrameResult>,
+    ) -> FrameResult {
         if self.offload_blocked() {
             return Self::degraded(local, self.none_result());
         }
@@ -1000,7 +1121,7 @@ impl Runtime {
             Ok(false) => Ok(None), // an earlier request still occupies the worker
             Err(e) => Err(e),
         };
-        self.stats.offloads += 1;
+        self.offloaded();
         let outcome = match answer {
             Ok(Some(r)) => r,
             // A wait cut short by a flush: not an edge failure.
@@ -1009,7 +1130,7 @@ impl Runtime {
             }
             Ok(None) => Err(EdgeError::from("no answer within timeout-ms")),
             Err(warning) => {
-                self.warnings.push(warning);
+                self.events.warnings.push(warning);
                 Err(EdgeError::from("the offload worker stopped"))
             }
         };
@@ -1021,7 +1142,7 @@ impl Runtime {
                     return self.edge_result(&o, None);
                 }
                 let id = o.response.submodel_id;
-                self.want(id, asked);
+                self.want(key, id, asked);
                 self.edge_result(&o, Some(id))
             }
             Err(e) => {

@@ -46,6 +46,16 @@ impl Store {
             .join(format!("{}.onnx", sha256.to_ascii_lowercase()))
     }
 
+    /// Whether a file for `sha256` is stored (not checked: [`Store::load`] checks).
+    pub fn has(&self, sha256: &str) -> bool {
+        self.path(sha256).is_file()
+    }
+
+    /// Bytes free for this store on its file system (None when the system does not say).
+    pub fn available(&self) -> Option<u64> {
+        fs4::available_space(&self.dir).ok()
+    }
+
     /// The stored bytes of `sha256`, if present and intact.
     pub fn load(&self, sha256: &str) -> Option<Vec<u8>> {
         let path = self.path(sha256);

@@ -21,9 +21,12 @@ struct H {
     bus: gst::Bus,
 }
 
+/// The element with `props`. Prefetching is off unless `props` turn it on: the other tests
+/// count downloads and swaps of their own.
 fn harness(props: &[(&str, glib::Value)]) -> H {
     init();
     let el = gst::ElementFactory::make("cachenetclassify")
+        .property("prefetch", false)
         .build()
         .unwrap();
     set_props(&el, props);
@@ -892,6 +895,100 @@ fn stop_does_not_wait_for_a_download_in_flight() {
         stopped < Duration::from_millis(500),
         "stop waited: {stopped:?}"
     );
+}
+
+/// Prefetch (on): after start the element fetches and compiles the manifest's other submodel
+/// in the background; the swap the edge asks for later reuses that plan (no download, no
+/// compile on the miss). With cache-dir the prefetched file is kept too. A stream that misses
+/// before the prefetch ends gets its swap all the same.
+#[test]
+fn prefetch_fetches_the_other_submodels_ahead_of_the_first_miss() {
+    let script = std::sync::Arc::new(Script {
+        submodel: real_submodel_1(),
+        ..Default::default()
+    });
+    let url = scripted_edge_shared(script.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = local(&[
+        ("edge-url", v(&url)),
+        ("prefetch", v(true)),
+        ("cache-dir", v(dir.path().to_str().unwrap())),
+    ]);
+    // Frames that hit: the prefetch runs at frame boundaries until submodel 1 is compiled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.stat::<u64>("prefetches") == 0 {
+        assert!(Instant::now() < deadline, "the prefetch never ended");
+        assert!(h.push(20).hit);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        script.downloads.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(h.el.property::<u32>("swaps-pending"), 0, "not a swap");
+    let stored = std::fs::read_dir(dir.path().join("tiny")).unwrap().count();
+    assert!(stored >= 1, "the prefetched file is kept in cache-dir");
+    // The miss: submodel 1 is active at once, from the prefetched plan.
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+    assert!(h.push(240).hit);
+    assert_eq!(h.stat::<u64>("plan-reuses"), 1);
+    assert_eq!(h.stat::<u64>("fetches"), 0);
+    assert_eq!(
+        script.downloads.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // Off: the same miss downloads and compiles on the swap worker.
+    let mut h = local(&[("edge-url", v(&url)), ("prefetch", v(false))]);
+    for _ in 0..5 {
+        assert!(h.push(20).hit);
+    }
+    assert_eq!(h.stat::<u64>("prefetches"), 0);
+    assert_eq!(
+        script.downloads.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+    h.settle();
+    assert!(h.push(240).hit);
+    assert_eq!(h.stat::<u64>("fetches"), 1);
+    assert_eq!(
+        script.downloads.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}
+
+/// A swap the edge asks for while a prefetch of the same submodel is on its way waits for
+/// that prefetch (no second download) and makes the submodel active when it lands.
+#[test]
+fn a_miss_during_the_prefetch_takes_the_prefetched_submodel() {
+    let script = std::sync::Arc::new(Script {
+        submodel: real_submodel_1(),
+        download_delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let url = scripted_edge_shared(script.clone());
+    let mut h = local(&[("edge-url", v(&url)), ("prefetch", v(true))]);
+    assert!(h.push(20).hit); // the frame boundary that asks for the prefetch
+    wait_for(&script.downloads, 1, "the prefetch download");
+    let r = h.push(240);
+    assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.stat::<i32>("active-submodel") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the prefetched submodel never became active"
+        );
+        h.push(20);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        script.downloads.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(h.stat::<u64>("prefetches"), 1);
+    assert_eq!(h.messages("cachenet-swap").len(), 1);
 }
 
 /// In async mode an answer asked for before a flush does not swap after it.

@@ -23,7 +23,9 @@ struct Hn {
 /// A harness around a configured element (properties as gst-launch strings), GRAY8 W x H.
 fn harness(props: &[(&str, &str)]) -> Hn {
     init();
+    // Prefetching off: these tests count swaps of their own.
     let el = gst::ElementFactory::make("cachenetclassify")
+        .property("prefetch", false)
         .build()
         .unwrap();
     el.set_property_from_str("model-dir", tiny().to_str().unwrap());

@@ -4,6 +4,11 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod latency;
+mod process;
+mod publish;
+mod settings;
+mod startup;
 
 pub use crate::runtime::{Mode, Offload};
 

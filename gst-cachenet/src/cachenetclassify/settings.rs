@@ -1,0 +1,320 @@
+//! The element's properties: their defaults, their specs (what `gst-inspect` shows) and the
+//! settings they hold until `start()` reads them.
+
+use std::sync::LazyLock;
+
+use gst::glib;
+use gst::prelude::*;
+
+use super::{Mode, Offload, Regions};
+use crate::secret::Secret;
+
+pub(super) const DEFAULT_MODE: Mode = Mode::CacheNet;
+pub(super) const DEFAULT_OFFLOAD: Offload = Offload::Sync;
+pub(super) const DEFAULT_THRESHOLD: f32 = -1.0;
+pub(super) const DEFAULT_CACHE_SIZE: u32 = 1;
+pub(super) const DEFAULT_TIMEOUT_MS: u32 = 1000;
+pub(super) const DEFAULT_POST_MESSAGES: bool = true;
+pub(super) const DEFAULT_KEEP_COMPILED: bool = true;
+pub(super) const DEFAULT_PREFETCH: bool = true;
+pub(super) const DEFAULT_REGIONS: Regions = Regions::Frame;
+pub(super) const DEFAULT_MIN_SIZE: u32 = 16;
+pub(super) const DEFAULT_MAX_OFFLOADS: u32 = 2;
+pub(super) const DEFAULT_TRACK_TIMEOUT: u32 = 30;
+pub(super) const DEFAULT_INTERVAL: u32 = 1;
+pub(super) const DEFAULT_UNIQUE_ID: u32 = 0;
+pub(super) const DEFAULT_SKIP_LATE: bool = true;
+pub(super) const DEFAULT_MAX_PENDING_MESSAGES: u32 = 1000;
+
+#[derive(Debug, Clone)]
+pub(super) struct Settings {
+    pub(super) edge_url: Option<String>,
+    pub(super) model_set: Option<String>,
+    pub(super) model_dir: Option<String>,
+    pub(super) mode: Mode,
+    pub(super) threshold: f32,
+    pub(super) cache_size: u32,
+    pub(super) cache_dir: Option<String>,
+    pub(super) offload: Offload,
+    pub(super) timeout_ms: u32,
+    pub(super) token: Option<Secret>,
+    pub(super) ca_file: Option<String>,
+    pub(super) manifest_sha256: Option<String>,
+    pub(super) post_messages: bool,
+    pub(super) max_pending_messages: u32,
+    pub(super) keep_compiled: bool,
+    pub(super) prefetch: bool,
+    pub(super) regions: Regions,
+    pub(super) roi_types: Option<String>,
+    pub(super) min_size: u32,
+    pub(super) max_offloads: u32,
+    pub(super) track_timeout: u32,
+    pub(super) interval: u32,
+    pub(super) unique_id: u32,
+    pub(super) skip_late: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            edge_url: None,
+            model_set: None,
+            model_dir: None,
+            mode: DEFAULT_MODE,
+            threshold: DEFAULT_THRESHOLD,
+            cache_size: DEFAULT_CACHE_SIZE,
+            cache_dir: None,
+            offload: DEFAULT_OFFLOAD,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            token: None,
+            ca_file: None,
+            manifest_sha256: None,
+            post_messages: DEFAULT_POST_MESSAGES,
+            max_pending_messages: DEFAULT_MAX_PENDING_MESSAGES,
+            keep_compiled: DEFAULT_KEEP_COMPILED,
+            prefetch: DEFAULT_PREFETCH,
+            regions: DEFAULT_REGIONS,
+            roi_types: None,
+            min_size: DEFAULT_MIN_SIZE,
+            max_offloads: DEFAULT_MAX_OFFLOADS,
+            track_timeout: DEFAULT_TRACK_TIMEOUT,
+            interval: DEFAULT_INTERVAL,
+            unique_id: DEFAULT_UNIQUE_ID,
+            skip_late: DEFAULT_SKIP_LATE,
+        }
+    }
+}
+
+/// The element's properties.
+pub(super) fn properties() -> &'static [glib::ParamSpec] {
+    static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+        vec![
+            glib::ParamSpecString::builder("edge-url")
+                .nick("Edge URL")
+                .blurb("Base URL of the cachenet-edge server, e.g. http://edge:8470 (unset: no offloading)")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("model-set")
+                .nick("Model set")
+                .blurb("Name of the model set on the edge server (default: the name in model-dir's manifest)")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("model-dir")
+                .nick("Model directory")
+                .blurb("Local model set (manifest.json + ONNX): initial submodel, and the full model for mode=device")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("mode", DEFAULT_MODE)
+                .nick("Mode")
+                .blurb("cachenet: cached submodel with offload on a miss; device: full model locally on every frame; edge: every frame offloaded; submodel-only: the cached submodel on every frame, never offloaded")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecFloat::builder("threshold")
+                .nick("Entropy threshold")
+                .blurb("A frame is a hit when the submodel's predictive entropy (nats) is below this; -1 takes the manifest's default")
+                .minimum(-1.0)
+                .maximum(100.0)
+                .default_value(DEFAULT_THRESHOLD)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("cache-size")
+                .nick("Cache size")
+                .blurb("Number of submodels cached on the device (least recently used evicted first)")
+                .minimum(1)
+                .maximum(256)
+                .default_value(DEFAULT_CACHE_SIZE)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("cache-dir")
+                .nick("Cache directory")
+                .blurb("Directory where downloaded submodels persist by sha256 and are reused after a restart (unset: memory only)")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("offload", DEFAULT_OFFLOAD)
+                .nick("Offload")
+                .blurb("sync: a missed frame waits for the edge (bounded by timeout-ms); async: it leaves at once with the local result and the edge's answer swaps the submodel later")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("timeout-ms")
+                .nick("Timeout")
+                .blurb("Longest wait for one edge request or submodel download, in milliseconds")
+                .minimum(1)
+                .maximum(600_000)
+                .default_value(DEFAULT_TIMEOUT_MS)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("token")
+                .nick("Token")
+                .blurb("Bearer token sent to the edge server (write-only; use an https:// edge-url: over http:// to another host it travels in clear, and the element warns)")
+                .write_only()
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("manifest-sha256")
+                .nick("Manifest SHA-256")
+                .blurb("Pin the model set: the sha256 (hex) its manifest.json must have, wherever it comes from (model-dir, the edge, cache-dir); the manifest pins every model file by sha256 in turn")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("ca-file")
+                .nick("CA file")
+                .blurb("PEM file of the certificate authority that signed an https:// edge's certificate (a private CA); without it, Mozilla's root certificates")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecBoolean::builder("post-messages")
+                .nick("Post messages")
+                .blurb("Post a cachenet-result element message on the bus for every frame")
+                .default_value(DEFAULT_POST_MESSAGES)
+                .mutable_playing()
+                .build(),
+            glib::ParamSpecUInt::builder("max-pending-messages")
+                .nick("Maximum pending messages")
+                .blurb("With post-messages: while this many of the element's messages wait on the bus unread, further ones are dropped (counted in stats messages-dropped, one warning per streak), so that a bus nobody reads cannot grow without bound; 0: no bound")
+                .default_value(DEFAULT_MAX_PENDING_MESSAGES)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecBoolean::builder("keep-compiled")
+                .nick("Keep compiled")
+                .blurb("Keep the compiled plans of evicted submodels in memory, so that an evicted submodel comes back without a download or a compile")
+                .default_value(DEFAULT_KEEP_COMPILED)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecBoolean::builder("prefetch")
+                .nick("Prefetch")
+                .blurb("After start, fetch the manifest's other submodels from the edge in the background, one at a time and never ahead of a swap the edge asked for: kept in cache-dir while it has twice their size free, compiled when keep-compiled holds them (mode cachenet with edge-url)")
+                .default_value(DEFAULT_PREFETCH)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("regions", DEFAULT_REGIONS)
+                .nick("Regions")
+                .blurb("frame: classify whole frames; roi: classify every region of interest (GstVideoRegionOfInterestMeta) an upstream detector attached, each region a tracked object with its own active submodel, its result a param structure on its ROI meta")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("roi-types")
+                .nick("ROI types")
+                .blurb("regions=roi: comma-separated ROI types (labels, e.g. \"face,person\") to classify; unset: every type")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("min-size")
+                .nick("Minimum size")
+                .blurb("regions=roi: smallest region classified, in pixels (width and height)")
+                .default_value(DEFAULT_MIN_SIZE)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("max-offloads")
+                .nick("Maximum offloads per frame")
+                .blurb("Most misses of one frame sent to the edge (regions=roi: the other missed regions keep their local result, marked deferred); 0: none")
+                .default_value(DEFAULT_MAX_OFFLOADS)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("track-timeout")
+                .nick("Track timeout")
+                .blurb("Forget an object (its active submodel and last result) after this many frames without it")
+                .minimum(1)
+                .default_value(DEFAULT_TRACK_TIMEOUT)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("interval")
+                .nick("Interval")
+                .blurb("Run a model on every interval-th frame of each object (the frame, or a region); in between its last result is attached again, marked reused")
+                .minimum(1)
+                .default_value(DEFAULT_INTERVAL)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("unique-id")
+                .nick("Unique id")
+                .blurb("Written into every result (unique-id field) to tell apart the results of several cachenetclassify instances in one pipeline")
+                .default_value(DEFAULT_UNIQUE_ID)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecBoolean::builder("skip-late")
+                .nick("Skip late frames")
+                .blurb("When downstream reports lateness (QoS), frames already late run no model: each object's last result is attached again, marked reused (the frames themselves are kept)")
+                .default_value(DEFAULT_SKIP_LATE)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt::builder("swaps-pending")
+                .nick("Swaps pending")
+                .blurb("Submodels being fetched and compiled in the background; each becomes active at the next frame boundary after it is ready")
+                .read_only()
+                .build(),
+            glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                .nick("Statistics")
+                .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, prefetches, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,cpu,wait}-us (cpu: the device CPU time of the swaps' work, from verify to first run)")
+                .read_only()
+                .build(),
+        ]
+    });
+    PROPERTIES.as_ref()
+}
+
+impl Settings {
+    /// Set property `name` from `value` (type checked by GObject); false for a property that
+    /// is not a setting.
+    pub(super) fn set(&mut self, name: &str, value: &glib::Value) -> bool {
+        let opt = |v: &glib::Value| {
+            v.get::<Option<String>>()
+                .expect("type checked upstream")
+                .filter(|s| !s.is_empty())
+        };
+        match name {
+            "edge-url" => self.edge_url = opt(value),
+            "model-set" => self.model_set = opt(value),
+            "model-dir" => self.model_dir = opt(value),
+            "mode" => self.mode = value.get().expect("type checked upstream"),
+            "threshold" => self.threshold = value.get().expect("type checked upstream"),
+            "cache-size" => self.cache_size = value.get().expect("type checked upstream"),
+            "cache-dir" => self.cache_dir = opt(value),
+            "offload" => self.offload = value.get().expect("type checked upstream"),
+            "timeout-ms" => self.timeout_ms = value.get().expect("type checked upstream"),
+            "token" => self.token = opt(value).map(Secret::new),
+            "ca-file" => self.ca_file = opt(value),
+            "manifest-sha256" => self.manifest_sha256 = opt(value),
+            "post-messages" => self.post_messages = value.get().expect("type checked upstream"),
+            "max-pending-messages" => {
+                self.max_pending_messages = value.get().expect("type checked upstream")
+            }
+            "keep-compiled" => self.keep_compiled = value.get().expect("type checked upstream"),
+            "prefetch" => self.prefetch = value.get().expect("type checked upstream"),
+            "regions" => self.regions = value.get().expect("type checked upstream"),
+            "roi-types" => self.roi_types = opt(value),
+            "min-size" => self.min_size = value.get().expect("type checked upstream"),
+            "max-offloads" => self.max_offloads = value.get().expect("type checked upstream"),
+            "track-timeout" => self.track_timeout = value.get().expect("type checked upstream"),
+            "interval" => self.interval = value.get().expect("type checked upstream"),
+            "unique-id" => self.unique_id = value.get().expect("type checked upstream"),
+            "skip-late" => self.skip_late = value.get().expect("type checked upstream"),
+            _ => return false,
+        }
+        true
+    }
+
+    /// The value of setting `name` (the write-only `token` is never read back); None for a
+    /// property that is not a setting.
+    pub(super) fn get(&self, name: &str) -> Option<glib::Value> {
+        Some(match name {
+            "edge-url" => self.edge_url.to_value(),
+            "model-set" => self.model_set.to_value(),
+            "model-dir" => self.model_dir.to_value(),
+            "mode" => self.mode.to_value(),
+            "threshold" => self.threshold.to_value(),
+            "cache-size" => self.cache_size.to_value(),
+            "cache-dir" => self.cache_dir.to_value(),
+            "offload" => self.offload.to_value(),
+            "timeout-ms" => self.timeout_ms.to_value(),
+            "ca-file" => self.ca_file.to_value(),
+            "manifest-sha256" => self.manifest_sha256.to_value(),
+            "post-messages" => self.post_messages.to_value(),
+            "max-pending-messages" => self.max_pending_messages.to_value(),
+            "keep-compiled" => self.keep_compiled.to_value(),
+            "prefetch" => self.prefetch.to_value(),
+            "regions" => self.regions.to_value(),
+            "roi-types" => self.roi_types.to_value(),
+            "min-size" => self.min_size.to_value(),
+            "max-offloads" => self.max_offloads.to_value(),
+            "track-timeout" => self.track_timeout.to_value(),
+            "interval" => self.interval.to_value(),
+            "unique-id" => self.unique_id.to_value(),
+            "skip-late" => self.skip_late.to_value(),
+            _ => return None,
+        })
+    }
+}
