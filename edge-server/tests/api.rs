@@ -518,12 +518,21 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     });
     let (c, body) = stalled_request(&s);
     wait_for_gauge(&s, "cachenet_uploads_in_progress", 1);
+    let addr = s.addr();
     s.0.stop();
-    std::thread::sleep(Duration::from_millis(200));
+    // Shutting down: the listener refuses new connections while the request in flight is
+    // still being read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never closed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let answer = finish(c, &body);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("application/x-protobuf"));
-    let addr = s.addr();
     drop(s);
     assert!(
         TcpStream::connect(addr).is_err(),
