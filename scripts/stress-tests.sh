@@ -14,15 +14,15 @@ LOG="$TARGET/stress-tests"
 mkdir -p "$LOG"
 (cd models && python3 -m cachenet_train fetch vtest >/dev/null)
 cargo build -p gst-cachenet --tests
-# The load: release builds of the workspace, one after another, in a target folder of their own.
-(
-  while :; do
-    rm -rf "$LOAD_DIR"
-    CARGO_TARGET_DIR="$LOAD_DIR" cargo build --release --workspace -q >/dev/null 2>&1 || true
-  done
-) &
+# The load: release builds of the workspace, one after another, in a target folder of their own,
+# in a process group of their own (stopped as a whole at the end).
+export LOAD_DIR
+setsid bash -c 'while :; do
+  rm -rf "$LOAD_DIR"
+  CARGO_TARGET_DIR="$LOAD_DIR" cargo build --release --workspace -q >/dev/null 2>&1 || true
+done' &
 LOAD=$!
-trap 'kill -- -$LOAD 2>/dev/null || kill $LOAD 2>/dev/null; pkill -f "$LOAD_DIR" 2>/dev/null || true; rm -rf "$LOAD_DIR"' EXIT
+trap 'st=$?; kill -- -$LOAD 2>/dev/null; wait $LOAD 2>/dev/null; rm -rf "$LOAD_DIR"; exit $st' EXIT
 sleep 5
 expected=""
 for i in $(seq 1 "$RUNS"); do
@@ -42,6 +42,6 @@ for i in $(seq 1 "$RUNS"); do
     echo "stress: run $i ran $counts tests (passed+ignored per binary), run 1 ran $expected"
     exit 1
   fi
-  echo "stress: run $i/$RUNS passed ($counts passed+ignored per binary: element, regions, e2e)"
+  echo "stress: run $i/$RUNS passed ($counts passed+ignored per binary: e2e, element, regions)"
 done
 echo "stress: $RUNS/$RUNS runs passed beside a release build"

@@ -45,6 +45,12 @@ struct Args {
         default_value = "device,edge,cachenet,submodel-only"
     )]
     modes: Vec<String>,
+    /// The element's `offload` in every run: sync (a missed frame waits for the edge) or async.
+    #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
+    offload: String,
+    /// The element's `prefetch` (fetch the set's other submodels after start) in every run.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    prefetch: bool,
     /// Thresholds for the CacheNet sweep on the first link, comma-separated ("": no sweep).
     #[arg(long, default_value = "0.1,0.3,0.6,1.0")]
     sweep: String,
@@ -352,6 +358,8 @@ fn real_main() -> Result<(), String> {
             format!("edge-url={url}"),
             format!("model-dir={}", a.model_dir.display()),
             "timeout-ms=5000".into(),
+            format!("offload={}", a.offload),
+            format!("prefetch={}", a.prefetch),
         ];
         args.extend(extra.iter().cloned());
         args.extend(["!".into(), "fakesink".into(), "sync=false".into()]);
@@ -593,6 +601,7 @@ fn real_main() -> Result<(), String> {
     let settings = serde_json::json!({
         "model_dir": a.model_dir, "sequence": a.sequence, "frames": n, "seed": a.seed,
         "device_cpu": limit.fraction, "cpu_limit_warning": warn, "link": links[0],
+        "offload": a.offload, "prefetch": a.prefetch,
         "links": links, "pinned": pin, "modes": modes, "build": build,
         "compare_sequence": a.compare_sequence,
     });
