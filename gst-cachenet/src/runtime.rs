@@ -733,17 +733,21 @@ impl Runtime {
         }
     }
 
+    /// The objects waiting for submodel `id`.
+    fn wanting(&self, id: u32) -> Vec<ObjectKey> {
+        self.tracks
+            .iter()
+            .filter(|(_, t)| t.wanted == Some(id))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// A prefetch ended: its compiled plan is kept (or, when an object wants the submodel by
     /// now, it becomes that object's active one, as a swap would); a failure is not reported
     /// (the swap the edge asks for later tries again, and warns).
     fn prefetched(&mut self, id: u32, r: Result<Fetched, String>) {
         let asked = Instant::now();
-        let wanting: Vec<ObjectKey> = self
-            .tracks
-            .iter()
-            .filter(|(_, t)| t.wanted == Some(id))
-            .map(|(k, _)| *k)
-            .collect();
+        let wanting = self.wanting(id);
         if let Ok(f) = r {
             self.stats.prefetches += 1;
             match f.model {
@@ -802,12 +806,7 @@ impl Runtime {
                     bytes: f.traffic.down,
                     wait_us,
                 });
-                let wanting: Vec<ObjectKey> = self
-                    .tracks
-                    .iter()
-                    .filter(|(_, t)| t.wanted == Some(id))
-                    .map(|(k, _)| *k)
-                    .collect();
+                let wanting = self.wanting(id);
                 let Some(model) = f.model else {
                     return; // a swap always compiles
                 };
