@@ -22,7 +22,7 @@ setsid bash -c 'while :; do
   CARGO_TARGET_DIR="$LOAD_DIR" cargo build --release --workspace -q >/dev/null 2>&1 || true
 done' &
 LOAD=$!
-trap 'st=$?; kill -- -$LOAD 2>/dev/null; wait $LOAD 2>/dev/null; rm -rf "$LOAD_DIR"; exit $st' EXIT
+trap 'st=$?; kill -- -$LOAD 2>/dev/null || true; wait $LOAD 2>/dev/null || true; rm -rf "$LOAD_DIR"; exit $st' EXIT
 sleep 5
 expected=""
 for i in $(seq 1 "$RUNS"); do

@@ -998,6 +998,33 @@ impl Runtime {
         }
     }
 
+    /// The first kept compiled plan outside the cache (lowest id first) that is confident on
+    /// the tensor in place, with its classification.
+    fn search_kept(&mut self, threshold: f32) -> Option<(u32, Classification)> {
+        let mut ids: Vec<u32> = self
+            .plans
+            .keys()
+            .copied()
+            .filter(|id| !self.cache.contains(*id))
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            let t = Instant::now();
+            let r = self.plans[&id].run_into(&self.tensor, &mut self.logits);
+            self.spent(t);
+            match r {
+                Ok(()) => {
+                    let c = Classification::from_logits(&self.logits);
+                    if c.is_hit(threshold) {
+                        return Some((id, c));
+                    }
+                }
+                Err(e) => self.events.warnings.push(format!("submodel {id}: {e}")),
+            }
+        }
+        None
+    }
+
     /// A miss kept local: the frame's offload budget is spent.
     fn deferred(&mut self, local: Option<FrameResult>) -> FrameResult {
         self.stats.deferred += 1;
@@ -1037,6 +1064,26 @@ impl Runtime {
                     local = Some(self.result(&c, Source::Device, false, Some(id)));
                 }
             }
+        }
+        // offload=async answers a miss locally until the edge's answer comes: before giving the
+        // answer of a submodel that missed, the compiled plans kept in memory (evicted or
+        // prefetched ones) are tried; a confident one comes back into the cache.
+        if self.config.offload == Offload::Async
+            && let Some((id, c)) = self.search_kept(threshold)
+        {
+            self.stats.hits += 1;
+            let model = self.plans.get(&id).expect("found there").clone();
+            self.insert(id, model);
+            self.stats.plan_reuses += 1;
+            self.events.swaps.push(SwapEvent {
+                submodel: id,
+                fetched: false,
+                timings: SwapTimings::default(),
+                bytes: 0,
+                wait_us: 0,
+            });
+            self.set_active(key, id);
+            return self.result(&c, Source::Device, true, Some(id));
         }
         self.stats.misses += 1;
         if self.offloader.is_none() {

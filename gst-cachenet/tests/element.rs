@@ -418,6 +418,50 @@ fn edge_timeout_degrades_with_a_warning_and_backs_off() {
     );
 }
 
+/// The device and the edge see the same pixels: an RGB camera frame offloaded by the element
+/// (scaled on the device, sent raw) and the same frame sent as a PNG (decoded and scaled by the
+/// edge) get the same answer from the edge's full model, to the last bit of the entropy.
+#[test]
+fn device_and_edge_scale_a_frame_alike() {
+    let e = edge();
+    let mut h = with_edge(&e, &[("mode", v("edge"))]);
+    let (w, hgt) = (97u32, 61u32);
+    let caps = format!("video/x-raw,format=RGB,width={w},height={hgt},framerate=30/1");
+    h.h.set_src_caps_str(&caps);
+    let mut seed = 5u32;
+    let row = (w * 3).next_multiple_of(4) as usize; // GStreamer's RGB rows are 4-byte aligned
+    let mut frame = vec![0u8; row * hgt as usize];
+    for y in 0..hgt as usize {
+        for b in &mut frame[y * row..y * row + (w * 3) as usize] {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            *b = (seed >> 16) as u8;
+        }
+    }
+    let out =
+        h.h.push_and_pull(gst::Buffer::from_slice(frame.clone()))
+            .unwrap();
+    let device = gstcachenet::result::Classification::from_buffer(&out).unwrap();
+    assert_eq!(device.source, "edge");
+    // The same frame as a PNG, straight to the edge.
+    let mut enc = gst_check::Harness::new_parse("pngenc");
+    enc.set_src_caps_str(&caps);
+    let png = enc.push_and_pull(gst::Buffer::from_slice(frame)).unwrap();
+    let png = png.map_readable().unwrap().to_vec();
+    let client =
+        gstcachenet::edge::EdgeClient::new(&e.url(), "tiny", None, Duration::from_secs(10), None)
+            .unwrap();
+    let (answer, _) = client
+        .infer(&proto::InferRequest {
+            api_version: proto::API_VERSION,
+            request_id: "png".into(),
+            image: Some(proto::infer_request::Image::Encoded(png)),
+            cached_submodels: vec![],
+        })
+        .unwrap();
+    assert_eq!(device.class_id, answer.class_id as i32);
+    assert_eq!(device.entropy, answer.entropy as f64, "different pixels");
+}
+
 /// A token the edge does not accept is a settings error on the bus, reported once, never
 /// retried; frames keep their local results.
 #[test]
@@ -1041,6 +1085,47 @@ fn prefetch_fetches_the_other_submodels_ahead_of_the_first_miss() {
         script.downloads.load(std::sync::atomic::Ordering::SeqCst),
         2
     );
+}
+
+/// With `offload=async` a miss tries the kept compiled plans (here the prefetched submodel 1)
+/// before answering locally: a confident one answers the frame as a hit and becomes active, no
+/// request goes to the edge. With `offload=sync` the same miss goes to the edge.
+#[test]
+fn an_async_miss_tries_the_kept_plans_first() {
+    let script = std::sync::Arc::new(Script {
+        submodel: real_submodel_1(),
+        ..Default::default()
+    });
+    let url = scripted_edge_shared(script.clone());
+    for offload in ["async", "sync"] {
+        let mut h = local(&[
+            ("edge-url", v(&url)),
+            ("prefetch", v(true)),
+            ("offload", v(offload)),
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while h.stat::<u64>("prefetches") == 0 {
+            assert!(Instant::now() < deadline, "the prefetch never ended");
+            assert!(h.push(20).hit);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let calls = script.infer_calls.load(std::sync::atomic::Ordering::SeqCst);
+        let r = h.push(240);
+        if offload == "async" {
+            assert_eq!((r.source.as_str(), r.hit, r.submodel), ("device", true, 1));
+            assert_eq!(h.stat::<u64>("offloads"), 0);
+            assert_eq!(
+                script.infer_calls.load(std::sync::atomic::Ordering::SeqCst),
+                calls
+            );
+        } else {
+            assert_eq!((r.source.as_str(), r.submodel), ("edge", 1));
+            assert_eq!(h.stat::<u64>("offloads"), 1);
+        }
+        assert_eq!(h.stat::<u64>("plan-reuses"), 1);
+        assert!(h.push(240).hit);
+        assert_eq!(h.stat::<i32>("active-submodel"), 1);
+    }
 }
 
 /// A swap the edge asks for while a prefetch of the same submodel is on its way waits for
