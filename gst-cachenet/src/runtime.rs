@@ -616,6 +616,24 @@ impl Runtime {
         }
     }
 
+    /// Bring kept plan `id` back into the cache as object `key`'s active submodel (no
+    /// download, no compile); `wait_us`: since the miss that asked for it.
+    fn reuse_plan(&mut self, key: ObjectKey, id: u32, wait_us: u64) {
+        let Some(model) = self.plans.get(&id).cloned() else {
+            return;
+        };
+        self.insert(id, model);
+        self.stats.plan_reuses += 1;
+        self.events.swaps.push(SwapEvent {
+            submodel: id,
+            fetched: false,
+            timings: SwapTimings::default(),
+            bytes: 0,
+            wait_us,
+        });
+        self.set_active(key, id);
+    }
+
     /// The edge selected `id` for object `key`: make it active now if it is ready (cached, or
     /// a kept compiled plan), else ask the swap worker for it; it becomes active when it
     /// arrives.
@@ -625,17 +643,8 @@ impl Runtime {
             self.set_active(key, id);
             return;
         }
-        if let Some(model) = self.plans.get(&id).cloned() {
-            self.insert(id, model);
-            self.stats.plan_reuses += 1;
-            self.events.swaps.push(SwapEvent {
-                submodel: id,
-                fetched: false,
-                timings: SwapTimings::default(),
-                bytes: 0,
-                wait_us: asked.elapsed().as_micros() as u64,
-            });
-            self.set_active(key, id);
+        if self.plans.contains_key(&id) {
+            self.reuse_plan(key, id, asked.elapsed().as_micros() as u64);
             return;
         }
         self.track(key).wanted = Some(id);
@@ -1072,17 +1081,7 @@ impl Runtime {
             && let Some((id, c)) = self.search_kept(threshold)
         {
             self.stats.hits += 1;
-            let model = self.plans.get(&id).expect("found there").clone();
-            self.insert(id, model);
-            self.stats.plan_reuses += 1;
-            self.events.swaps.push(SwapEvent {
-                submodel: id,
-                fetched: false,
-                timings: SwapTimings::default(),
-                bytes: 0,
-                wait_us: 0,
-            });
-            self.set_active(key, id);
+            self.reuse_plan(key, id, 0);
             return self.result(&c, Source::Device, true, Some(id));
         }
         self.stats.misses += 1;
