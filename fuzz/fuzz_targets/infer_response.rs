@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use cachenet_core::manifest::Manifest;
 use cachenet_core::maths::Classification;
 use cachenet_core::proto::InferResponse;
-use gstcachenet::worker::check_response;
+use gstcachenet::remote::check_response;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
