@@ -759,20 +759,13 @@ impl Runtime {
         let wanting = self.wanting(id);
         if let Ok(f) = r {
             self.stats.prefetches += 1;
-            match f.model {
-                Some(model) if !wanting.is_empty() => {
-                    let f = Fetched {
-                        model: Some(model),
-                        ..f
-                    };
-                    self.fetched(id, Ok(f));
-                    return;
-                }
-                Some(model) => {
-                    self.stats.bytes_down += f.traffic.down;
-                    self.plans.insert(id, model);
-                }
-                None => self.stats.bytes_down += f.traffic.down,
+            if f.model.is_some() && !wanting.is_empty() {
+                self.fetched(id, Ok(f));
+                return;
+            }
+            self.stats.bytes_down += f.traffic.down;
+            if let Some(model) = f.model {
+                self.plans.insert(id, model);
             }
         }
         // Stored only, or failed: a swap the edge asked for meanwhile goes the usual way.

@@ -114,6 +114,17 @@ impl H {
         }
     }
 
+    /// Push dark frames (hits on submodel 0) until the prefetch of submodel 1 has ended: it
+    /// runs at frame boundaries.
+    fn until_prefetched(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.stat::<u64>("prefetches") == 0 {
+            assert!(Instant::now() < deadline, "the prefetch never ended");
+            assert!(self.push(20).hit);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Wait until the swap worker has no work left: the next frame finds the swapped submodel.
     fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1043,12 +1054,7 @@ fn prefetch_fetches_the_other_submodels_ahead_of_the_first_miss() {
         ("cache-dir", v(dir.path().to_str().unwrap())),
     ]);
     // Frames that hit: the prefetch runs at frame boundaries until submodel 1 is compiled.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while h.stat::<u64>("prefetches") == 0 {
-        assert!(Instant::now() < deadline, "the prefetch never ended");
-        assert!(h.push(20).hit);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    h.until_prefetched();
     assert_eq!(
         script.downloads.load(std::sync::atomic::Ordering::SeqCst),
         1
@@ -1103,12 +1109,7 @@ fn an_async_miss_tries_the_kept_plans_first() {
             ("prefetch", v(true)),
             ("offload", v(offload)),
         ]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while h.stat::<u64>("prefetches") == 0 {
-            assert!(Instant::now() < deadline, "the prefetch never ended");
-            assert!(h.push(20).hit);
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        h.until_prefetched();
         let calls = script.infer_calls.load(std::sync::atomic::Ordering::SeqCst);
         let r = h.push(240);
         if offload == "async" {
