@@ -454,10 +454,16 @@ fn device_and_edge_scale_a_frame_alike() {
     let device = gstcachenet::result::Classification::from_buffer(&out).unwrap();
     assert_eq!(device.source, "edge");
     // The same frame as a PNG, straight to the edge.
-    let mut enc = gst_check::Harness::new_parse("pngenc");
-    enc.set_src_caps_str(&caps);
-    let png = enc.push_and_pull(gst::Buffer::from_slice(frame)).unwrap();
-    let png = png.map_readable().unwrap().to_vec();
+    let packed: Vec<u8> = frame
+        .chunks(row)
+        .flat_map(|r| &r[..(w * 3) as usize])
+        .copied()
+        .collect();
+    let mut png = Vec::new();
+    image::RgbImage::from_raw(w, hgt, packed)
+        .unwrap()
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
     let client =
         gstcachenet::edge::EdgeClient::new(&e.url(), "tiny", None, Duration::from_secs(10), None)
             .unwrap();
