@@ -126,13 +126,17 @@ const ROUNDS: usize = 5;
 /// median of the best round.
 pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     let m = Manifest::load(dir).map_err(|e| e.to_string())?;
-    let mut files = vec![m.full_model.clone()];
-    files.extend(m.submodels.iter().map(|s| s.model_file()));
+    let mut files = vec![(m.full_model.model_file(), m.full_input())];
+    files.extend(
+        m.submodels
+            .iter()
+            .map(|s| (s.model_file(), m.submodel_input(s.id))),
+    );
     let mut models = Vec::new();
-    for f in &files {
+    for (f, input) in &files {
         let bytes = read_verified(dir, f).map_err(|e| e.to_string())?;
         let load = |backend| {
-            Model::from_bytes_on(&f.file, &bytes, m.input.shape(), m.labels.len(), backend)
+            Model::from_bytes_on(&f.file, &bytes, input.shape(), m.labels.len(), backend)
                 .map(|(m, _)| m)
                 .map_err(|e| e.to_string())
         };
@@ -142,7 +146,7 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
             .collect();
         models.push(([model, tract], input));
     }
-    let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(&f.file)).collect();
+    let paths: Vec<PathBuf> = files.iter().map(|(f, _)| dir.join(&f.file)).collect();
     let mut ort = Onnxruntime::start(&paths);
     if ort.is_none() {
         eprintln!("warning: onnxruntime timing skipped (python3 with onnxruntime needed)");
@@ -184,7 +188,7 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
             let engine_ms = best(&e);
             let onnxruntime_ms = complete.then(|| best(&o));
             EngineRow {
-                file: f.file.clone(),
+                file: f.0.file.clone(),
                 plan: match pair[0].backend() {
                     Backend::Direct => "direct".into(),
                     Backend::Tract => "tract".into(),

@@ -18,6 +18,12 @@
 //! number of labels. The selector outputs the 2-D point `1x2`; its `input` says what it takes:
 //! `"image"` (the default, the paper's S-InfoVAE encoder: the same input as the classifiers) or
 //! `"probabilities"` (the class-consistent selector: the full model's softmax as `1xNx1x1`).
+//!
+//! Schema version 2 lets the models of one set take different inputs (a teacher at 224x224, its
+//! specialists at 112x112): `full_model` and each submodel may carry an `input` object of their
+//! own, and the selector's `input` may be such an object (an image selector at its own size).
+//! The top-level `input` is the default of every model that has none; version-1 manifests are
+//! read as before, and a newer version than this build reads is refused with a clear error.
 
 use std::path::{Path, PathBuf};
 
@@ -25,8 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CoreError, Result, sha256_hex};
 
-/// The manifest schema version this build reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest manifest schema version this build reads (it reads 1 and 2).
+pub const SCHEMA_VERSION: u32 = 2;
 /// File name of the manifest inside a model-set directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
@@ -80,6 +86,27 @@ pub struct ModelFile {
     pub size: u64,
 }
 
+/// The full model's entry: its file and, in schema version 2, its own input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FullModelSpec {
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
+}
+
+impl FullModelSpec {
+    pub fn model_file(&self) -> ModelFile {
+        ModelFile {
+            file: self.file.clone(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+        }
+    }
+}
+
 /// What the selector network takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,17 +132,55 @@ pub struct SelectorSpec {
     pub tau: f64,
     /// Overlap ratio gamma.
     pub gamma: f64,
-    /// What the selector takes (absent: the image).
+    /// What the selector takes (absent: the image at the set's input; an object: the image
+    /// at that input, schema version 2).
     #[serde(default)]
-    pub input: SelectorInput,
+    pub input: SelectorTakes,
+}
+
+/// The selector's `input`: a kind, or (schema version 2) the image input of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, try_from = "serde_json::Value")]
+pub enum SelectorTakes {
+    Kind(SelectorInput),
+    Image(InputSpec),
+}
+
+impl TryFrom<serde_json::Value> for SelectorTakes {
+    type Error = serde_json::Error;
+
+    fn try_from(v: serde_json::Value) -> std::result::Result<Self, Self::Error> {
+        if v.is_object() {
+            serde_json::from_value(v).map(SelectorTakes::Image)
+        } else {
+            serde_json::from_value(v).map(SelectorTakes::Kind)
+        }
+    }
+}
+
+impl Default for SelectorTakes {
+    fn default() -> Self {
+        SelectorTakes::Kind(SelectorInput::Image)
+    }
+}
+
+impl SelectorTakes {
+    pub fn kind(&self) -> SelectorInput {
+        match self {
+            SelectorTakes::Kind(k) => *k,
+            SelectorTakes::Image(_) => SelectorInput::Image,
+        }
+    }
 }
 
 impl SelectorSpec {
-    /// The selector's input tensor shape for a manifest with `input` and `classes` labels.
+    /// The selector's input tensor shape for a manifest whose default input is `input` and
+    /// that has `classes` labels.
     pub fn input_shape(&self, input: &InputSpec, classes: usize) -> [usize; 4] {
-        match self.input {
-            SelectorInput::Image => input.shape(),
-            SelectorInput::Probabilities => [1, classes, 1, 1],
+        match &self.input {
+            SelectorTakes::Kind(SelectorInput::Image) => input.shape(),
+            SelectorTakes::Kind(SelectorInput::Probabilities) => [1, classes, 1, 1],
+            SelectorTakes::Image(own) => own.shape(),
         }
     }
 
@@ -135,6 +200,9 @@ pub struct SubmodelSpec {
     pub file: String,
     pub sha256: String,
     pub size: u64,
+    /// Its own input (schema version 2); absent: the set's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
 }
 
 impl SubmodelSpec {
@@ -154,8 +222,9 @@ pub struct Manifest {
     pub name: String,
     pub version: String,
     pub labels: Vec<String>,
+    /// The default input of every model without one of its own.
     pub input: InputSpec,
-    pub full_model: ModelFile,
+    pub full_model: FullModelSpec,
     pub selector: SelectorSpec,
     pub submodels: Vec<SubmodelSpec>,
     /// Default entropy threshold T in nats: a hit iff H < T.
@@ -199,9 +268,10 @@ impl Manifest {
 
     /// Structural checks that need no file access.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.schema_version != SCHEMA_VERSION {
+        if self.schema_version == 0 || self.schema_version > SCHEMA_VERSION {
             return Err(format!(
-                "schema_version {} is not supported (this build reads {SCHEMA_VERSION})",
+                "schema_version {} is not supported (this build reads 1 to {SCHEMA_VERSION}; a \
+                 newer CacheNet reads it)",
                 self.schema_version
             ));
         }
@@ -214,29 +284,35 @@ impl Manifest {
         if self.labels.len() < 2 {
             return Err("labels: at least two classes are needed".into());
         }
-        let i = &self.input;
-        if i.width == 0 || i.height == 0 {
-            return Err("input: width and height must be positive".into());
-        }
-        if i.channels != i.color.channels() {
-            return Err(format!(
-                "input: color {:?} has {} channel(s), channels says {}",
-                i.color,
-                i.color.channels(),
-                i.channels
-            ));
-        }
-        if i.layout != "NCHW" {
-            return Err(format!(
-                "input: layout {:?} is not supported (NCHW)",
-                i.layout
-            ));
-        }
-        if i.mean.len() != i.channels || i.std.len() != i.channels {
-            return Err("input: mean and std need one value per channel".into());
-        }
-        if !i.std.iter().all(|s| *s > 0.0) {
-            return Err("input: std values must be positive".into());
+        validate_input("input", &self.input)?;
+        let own = [
+            (
+                "full_model.input".to_string(),
+                self.full_model.input.as_ref(),
+            ),
+            (
+                "selector.input".to_string(),
+                match &self.selector.input {
+                    SelectorTakes::Image(i) => Some(i),
+                    SelectorTakes::Kind(_) => None,
+                },
+            ),
+        ]
+        .into_iter()
+        .chain(
+            self.submodels
+                .iter()
+                .map(|m| (format!("submodels[{}].input", m.id), m.input.as_ref())),
+        );
+        for (field, input) in own {
+            let Some(input) = input else { continue };
+            if self.schema_version < 2 {
+                return Err(format!(
+                    "{field}: a model's own input needs schema_version 2 (this manifest says {})",
+                    self.schema_version
+                ));
+            }
+            validate_input(&field, input)?;
         }
         let s = &self.selector;
         if s.k == 0 {
@@ -278,7 +354,7 @@ impl Manifest {
 
     /// Every model file the manifest lists: full, selector, submodels.
     pub fn files(&self) -> Vec<ModelFile> {
-        let mut v = vec![self.full_model.clone(), self.selector.model_file()];
+        let mut v = vec![self.full_model.model_file(), self.selector.model_file()];
         v.extend(self.submodels.iter().map(SubmodelSpec::model_file));
         v
     }
@@ -286,6 +362,82 @@ impl Manifest {
     pub fn submodel(&self, id: u32) -> Option<&SubmodelSpec> {
         self.submodels.get(id as usize)
     }
+
+    /// The full model's input.
+    pub fn full_input(&self) -> &InputSpec {
+        self.full_model.input.as_ref().unwrap_or(&self.input)
+    }
+
+    /// Submodel `id`'s input (the set's input for an unknown id).
+    pub fn submodel_input(&self, id: u32) -> &InputSpec {
+        self.submodel(id)
+            .and_then(|m| m.input.as_ref())
+            .unwrap_or(&self.input)
+    }
+
+    /// The selector's image input, when it takes an image.
+    pub fn selector_image_input(&self) -> Option<&InputSpec> {
+        match &self.selector.input {
+            SelectorTakes::Kind(SelectorInput::Image) => Some(&self.input),
+            SelectorTakes::Kind(SelectorInput::Probabilities) => None,
+            SelectorTakes::Image(own) => Some(own),
+        }
+    }
+
+    /// Every distinct input the set's models take (full model first, then the submodels',
+    /// then the selector's image input).
+    pub fn inputs(&self) -> Vec<&InputSpec> {
+        let mut v: Vec<&InputSpec> = vec![self.full_input()];
+        let rest = self
+            .submodels
+            .iter()
+            .map(|m| self.submodel_input(m.id))
+            .chain(self.selector_image_input());
+        for i in rest {
+            if !v.contains(&i) {
+                v.push(i);
+            }
+        }
+        v
+    }
+
+    /// The largest number of u8 pixel values of any of the set's inputs.
+    pub fn max_input_len(&self) -> usize {
+        self.inputs().iter().map(|i| i.len()).max().unwrap_or(0)
+    }
+}
+
+/// Checks of one input object; `field` names it in the error.
+fn validate_input(field: &str, i: &InputSpec) -> std::result::Result<(), String> {
+    if i.width == 0 || i.height == 0 {
+        return Err(format!("{field}: width and height must be positive"));
+    }
+    if i.width > 8192 || i.height > 8192 {
+        return Err(format!("{field}: width and height must be at most 8192"));
+    }
+    if i.channels != i.color.channels() {
+        return Err(format!(
+            "{field}: color {:?} has {} channel(s), channels says {}",
+            i.color,
+            i.color.channels(),
+            i.channels
+        ));
+    }
+    if i.layout != "NCHW" {
+        return Err(format!(
+            "{field}: layout {:?} is not supported (NCHW)",
+            i.layout
+        ));
+    }
+    if i.mean.len() != i.channels || i.std.len() != i.channels {
+        return Err(format!("{field}: mean and std need one value per channel"));
+    }
+    if !i.std.iter().all(|s| *s > 0.0 && s.is_finite()) || !i.mean.iter().all(|m| m.is_finite()) {
+        return Err(format!(
+            "{field}: std values must be positive, mean values finite"
+        ));
+    }
+    Ok(())
 }
 
 /// Read `dir/file` and check its size and sha256 against the manifest entry.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::{LoadTimings, Model};
-use crate::manifest::{Manifest, ModelFile, SelectorInput, read_verified};
+use crate::manifest::{Manifest, ModelFile, read_verified};
 use crate::maths::Classification;
 use crate::selector::{self, Selection};
 use crate::{CoreError, Result};
@@ -30,18 +30,20 @@ pub struct ModelSet {
     pub submodels: Vec<LoadedSubmodel>,
 }
 
-/// Load a classifier (full model or submodel) for `manifest`'s input and labels.
-pub fn load_classifier(manifest: &Manifest, name: &str, bytes: &[u8]) -> Result<Model> {
-    Model::from_bytes(name, bytes, manifest.input.shape(), manifest.labels.len())
+/// Load submodel `id` of `manifest` (its own input, the set's labels).
+pub fn load_submodel(manifest: &Manifest, id: u32, name: &str, bytes: &[u8]) -> Result<Model> {
+    load_submodel_timed(manifest, id, name, bytes).map(|(m, _)| m)
 }
 
-/// [`load_classifier`], with the time spent parsing and optimising.
-pub fn load_classifier_timed(
+/// [`load_submodel`], with the time spent parsing and optimising.
+pub fn load_submodel_timed(
     manifest: &Manifest,
+    id: u32,
     name: &str,
     bytes: &[u8],
 ) -> Result<(Model, LoadTimings)> {
-    Model::from_bytes_timed(name, bytes, manifest.input.shape(), manifest.labels.len())
+    let shape = manifest.submodel_input(id).shape();
+    Model::from_bytes_timed(name, bytes, shape, manifest.labels.len())
 }
 
 fn load_file(dir: &Path, entry: &ModelFile, shape: [usize; 4], output_len: usize) -> Result<Model> {
@@ -50,10 +52,26 @@ fn load_file(dir: &Path, entry: &ModelFile, shape: [usize; 4], output_len: usize
     Model::from_bytes(&name, &bytes, shape, output_len)
 }
 
-/// Load the classifier `entry` of the model set in `dir` described by `manifest` (its size and
-/// sha256 checked against the manifest). A device loads only the models its mode runs.
-pub fn load_local(dir: &Path, manifest: &Manifest, entry: &ModelFile) -> Result<Model> {
-    load_file(dir, entry, manifest.input.shape(), manifest.labels.len())
+/// Load the full model of the set in `dir` (its size and sha256 checked against the manifest).
+pub fn load_local_full(dir: &Path, manifest: &Manifest) -> Result<Model> {
+    let shape = manifest.full_input().shape();
+    load_file(
+        dir,
+        &manifest.full_model.model_file(),
+        shape,
+        manifest.labels.len(),
+    )
+}
+
+/// Load submodel `id` of the set in `dir` (checked like [`load_local_full`]). A device loads
+/// only the models its mode runs.
+pub fn load_local_submodel(dir: &Path, manifest: &Manifest, id: u32) -> Result<Model> {
+    let spec = manifest.submodel(id).ok_or_else(|| CoreError::Manifest {
+        path: dir.join(crate::manifest::MANIFEST_FILE),
+        message: format!("no submodel {id}"),
+    })?;
+    let shape = manifest.submodel_input(id).shape();
+    load_file(dir, &spec.model_file(), shape, manifest.labels.len())
 }
 
 impl ModelSet {
@@ -61,7 +79,12 @@ impl ModelSet {
     pub fn load(dir: &Path) -> Result<ModelSet> {
         let (manifest, manifest_bytes) = Manifest::load_with_bytes(dir)?;
         let classes = manifest.labels.len();
-        let full = load_file(dir, &manifest.full_model, manifest.input.shape(), classes)?;
+        let full = load_file(
+            dir,
+            &manifest.full_model.model_file(),
+            manifest.full_input().shape(),
+            classes,
+        )?;
         let selector = load_file(
             dir,
             &manifest.selector.model_file(),
@@ -72,7 +95,7 @@ impl ModelSet {
         for spec in &manifest.submodels {
             let bytes = read_verified(dir, &spec.model_file())?;
             let name = dir.join(&spec.file).display().to_string();
-            let model = load_classifier(&manifest, &name, &bytes)?;
+            let model = load_submodel(&manifest, spec.id, &name, &bytes)?;
             submodels.push(LoadedSubmodel {
                 id: spec.id,
                 sha256: spec.sha256.to_ascii_lowercase(),
@@ -94,17 +117,19 @@ impl ModelSet {
         &self.manifest.name
     }
 
-    /// The full model's classification of a normalised input tensor.
+    /// The full model's classification of a normalised input tensor at its input.
     pub fn classify_full(&self, input: &[f32]) -> Result<Classification> {
         Ok(Classification::from_logits(&self.full.run(input)?))
     }
 
-    /// The selector's choice of submodel for a normalised input tensor whose full-model
-    /// classification is `full` (the class-consistent selector takes its probabilities).
-    pub fn select(&self, input: &[f32], full: &Classification) -> Result<Selection> {
-        let z = match self.manifest.selector.input {
-            SelectorInput::Image => self.selector.run(input)?,
-            SelectorInput::Probabilities => self.selector.run(&full.probabilities)?,
+    /// The selector's choice of submodel for a frame whose full-model classification is
+    /// `full`. `image`: the frame as the selector's normalised input tensor (at
+    /// [`Manifest::selector_image_input`]); unused by the class-consistent selector, which
+    /// takes the full model's probabilities.
+    pub fn select(&self, image: &[f32], full: &Classification) -> Result<Selection> {
+        let z = match self.manifest.selector_image_input() {
+            Some(_) => self.selector.run(image)?,
+            None => self.selector.run(&full.probabilities)?,
         };
         if z.len() != 2 || !z.iter().all(|v| v.is_finite()) {
             return Err(CoreError::Inference {

@@ -58,14 +58,18 @@ fn agree(name: &str, bytes: &[u8], shape: [usize; 4], out: usize, want: Backend)
 
 fn check_set(dir: &Path) {
     let m = Manifest::load(dir).unwrap();
-    let mut files = vec![m.full_model.clone()];
-    files.extend(m.submodels.iter().map(|s| s.model_file()));
-    for f in files {
+    let mut files = vec![(m.full_model.model_file(), m.full_input())];
+    files.extend(
+        m.submodels
+            .iter()
+            .map(|s| (s.model_file(), m.submodel_input(s.id))),
+    );
+    for (f, input) in files {
         let bytes = read_verified(dir, &f).unwrap();
         agree(
             &f.file,
             &bytes,
-            m.input.shape(),
+            input.shape(),
             m.labels.len(),
             Backend::Direct,
         );

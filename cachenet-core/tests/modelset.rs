@@ -133,9 +133,28 @@ fn corrupt_onnx_is_a_clear_error() {
 fn structural_errors() {
     for (edit, needle) in [
         (
-            Box::new(|v: &mut serde_json::Value| v["schema_version"] = 2.into())
+            Box::new(|v: &mut serde_json::Value| v["schema_version"] = 3.into())
                 as Box<dyn Fn(&mut serde_json::Value)>,
-            "schema_version",
+            "schema_version 3 is not supported (this build reads 1 to 2",
+        ),
+        (
+            Box::new(|v| v["submodels"][0]["input"] = v["input"].clone()),
+            "submodels[0].input: a model's own input needs schema_version 2",
+        ),
+        (
+            Box::new(|v| {
+                v["schema_version"] = 2.into();
+                v["full_model"]["input"] = v["input"].clone();
+                v["full_model"]["input"]["mean"] = serde_json::json!([0.1, 0.2]);
+            }),
+            "full_model.input: mean and std need one value per channel",
+        ),
+        (
+            Box::new(|v| {
+                v["schema_version"] = 2.into();
+                v["selector"]["input"] = serde_json::json!({"width": 3});
+            }),
+            "missing field",
         ),
         (Box::new(|v| v["input"]["channels"] = 3.into()), "channel"),
         (
@@ -225,6 +244,31 @@ fn selector_input_kind_is_checked() {
     assert!(e.contains("unknown variant"), "{e}");
 }
 
+/// Schema version 2: the full model and each submodel take inputs of their own; models
+/// without one take the set's input; `inputs()` lists each distinct input once, full first.
+#[test]
+fn version_2_models_take_their_own_inputs() {
+    let d = copy_set();
+    edit_manifest(d.path(), |v| {
+        v["schema_version"] = 2.into();
+        let mut big = v["input"].clone();
+        big["width"] = 32.into();
+        big["height"] = 24.into();
+        v["full_model"]["input"] = big.clone();
+        v["submodels"][1]["input"] = big;
+    });
+    let m = Manifest::load(d.path()).unwrap();
+    assert_eq!((m.full_input().width, m.full_input().height), (32, 24));
+    assert_eq!(m.submodel_input(1), m.full_input());
+    assert_eq!(m.submodel_input(0), &m.input);
+    let sizes: Vec<_> = m.inputs().iter().map(|i| (i.width, i.height)).collect();
+    let (w, h) = (m.input.width, m.input.height);
+    assert_eq!(sizes, vec![(32, 24), (w, h)]);
+    // The ONNX files still take the fixture's size: loading checks each against its own input.
+    let e = ModelSet::load(d.path()).unwrap_err().to_string();
+    assert!(e.contains("full.onnx"), "{e}");
+}
+
 /// The shipped set (class-consistent selector): a frame's submodel follows the full model's
 /// class, and every submodel serves at least one class.
 #[test]
@@ -232,7 +276,7 @@ fn shipped_set_selects_by_the_full_models_class() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist");
     let set = ModelSet::load(&dir).unwrap();
     assert_eq!(
-        set.manifest.selector.input,
+        set.manifest.selector.input.kind(),
         cachenet_core::manifest::SelectorInput::Probabilities
     );
     let n = set.manifest.labels.len();

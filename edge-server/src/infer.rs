@@ -15,11 +15,11 @@ pub const MAX_IMAGE_SIDE: u32 = 4096;
 /// The most memory one decode may allocate.
 const MAX_DECODE_BYTES: u64 = 4 * (MAX_IMAGE_SIDE as u64) * (MAX_IMAGE_SIDE as u64);
 
-/// Decode an encoded image (JPEG/PNG) into HWC u8 at the model's size and color. Its size is
-/// read from the header first: a small file that declares a huge image (a decompression bomb)
-/// is refused before anything is allocated.
+/// Decode an encoded image (JPEG/PNG) into HWC u8 at the full model's size and color. Its size
+/// is read from the header first: a small file that declares a huge image (a decompression
+/// bomb) is refused before anything is allocated.
 fn decode_encoded(set: &ModelSet, bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let spec = &set.manifest.input;
+    let spec = set.manifest.full_input();
     let bad = |e: image::ImageError| {
         ApiError::BadRequest(format!("cannot decode the encoded image: {e}"))
     };
@@ -74,6 +74,39 @@ fn decode_encoded(set: &ModelSet, bytes: &[u8]) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
+/// `pixels` (HWC u8 at `from`) scaled and normalised to `to`.
+fn selector_tensor(
+    pixels: &[u8],
+    from: &cachenet_core::manifest::InputSpec,
+    to: &cachenet_core::manifest::InputSpec,
+) -> Result<Vec<f32>, ApiError> {
+    let layout = match from.color {
+        cachenet_core::manifest::Color::Gray => Layout::Gray,
+        cachenet_core::manifest::Color::Rgb => Layout::RGB,
+    };
+    let mut scaler = Scaler::new(
+        layout,
+        YuvMatrix::BT601,
+        from.width,
+        from.height,
+        to.width,
+        to.height,
+        to.color,
+    )
+    .map_err(ApiError::Internal)?;
+    let mut hwc = vec![0u8; scaler.output_len()];
+    scaler.run(
+        &Planes {
+            data: [pixels, &[], &[]],
+            stride: [from.width * from.channels, 0, 0],
+        },
+        &mut hwc,
+    );
+    let mut tensor = vec![0.0f32; to.len()];
+    normalize_into(&hwc, to, &mut tensor);
+    Ok(tensor)
+}
+
 pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse, ApiError> {
     let req = proto::InferRequest::decode(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed InferRequest protobuf: {e}")))?;
@@ -84,7 +117,7 @@ pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse,
             proto::API_VERSION
         )));
     }
-    let spec = &set.manifest.input;
+    let spec = set.manifest.full_input();
     let t0 = Instant::now();
     let owned;
     let pixels: &[u8] = match &req.image {
@@ -119,7 +152,17 @@ pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse,
     let cls = set.classify_full(&tensor).map_err(internal)?;
     let full_model_us = t1.elapsed().as_micros() as u64;
     let t2 = Instant::now();
-    let sel = set.select(&tensor, &cls).map_err(internal)?;
+    // An image selector of its own size gets the frame scaled again, from the full model's
+    // pixels.
+    let own;
+    let selector_tensor = match set.manifest.selector_image_input() {
+        Some(s) if s != spec => {
+            own = selector_tensor(pixels, spec, s)?;
+            &own
+        }
+        _ => &tensor,
+    };
+    let sel = set.select(selector_tensor, &cls).map_err(internal)?;
     let selector_us = t2.elapsed().as_micros() as u64;
     let sub = set.submodel(sel.submodel).ok_or_else(|| {
         ApiError::Internal(format!("selector chose missing submodel {}", sel.submodel))
@@ -161,7 +204,7 @@ mod tests {
     fn encoded_frames_are_scaled_like_the_device_does() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny");
         let set = ModelSet::load(&dir).unwrap();
-        let spec = set.manifest.input.clone();
+        let spec = set.manifest.full_input().clone();
         let (w, h) = (97usize, 61usize);
         let mut seed = 11u32;
         let mut next = move || {

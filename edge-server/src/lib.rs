@@ -312,7 +312,7 @@ async fn list_models(State(state): State<AppState>) -> Result<Response, ApiError
             let m = &s.manifest;
             serde_json::json!({
                 "name": m.name, "version": m.version, "k": m.selector.k,
-                "labels": m.labels, "input": m.input, "threshold": m.threshold,
+                "labels": m.labels, "input": m.full_input(), "threshold": m.threshold,
             })
         })
         .collect();

@@ -81,14 +81,17 @@ fn main() -> ExitCode {
             Ok(sets) => {
                 for (name, s) in sets {
                     let m = &s.manifest;
+                    let sizes: Vec<String> = m
+                        .inputs()
+                        .iter()
+                        .map(|i| format!("{}x{}x{}", i.width, i.height, i.channels))
+                        .collect();
                     println!(
-                        "{name}: ok (version {}, {} labels, K = {}, input {}x{}x{}, threshold {} nats)",
+                        "{name}: ok (version {}, {} labels, K = {}, input {}, threshold {} nats)",
                         m.version,
                         m.labels.len(),
                         m.selector.k,
-                        m.input.width,
-                        m.input.height,
-                        m.input.channels,
+                        sizes.join(" + "),
                         m.threshold
                     );
                 }

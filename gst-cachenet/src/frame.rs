@@ -3,8 +3,10 @@
 //! (format and colorimetry). The scaling itself is [`cachenet_core::scaler`], shared with the
 //! edge.
 
-use cachenet_core::manifest::Color;
+use cachenet_core::manifest::{Color, InputSpec};
 pub use cachenet_core::scaler::{Layout, Planes, Rect, Scaler, YuvMatrix};
+
+use crate::runtime::Pixels;
 use gst_video::{VideoColorMatrix, VideoColorRange, VideoFormat};
 
 /// Formats the element accepts (sink caps).
@@ -197,6 +199,79 @@ pub fn scaler(
         out_h,
         color,
     )
+}
+
+/// Scales one source size (the whole frame of `info`, or crops of one size) to every input of
+/// a model set: one scaler per input, each run at most once per object and only when a model
+/// of that input runs.
+pub struct InputScalers {
+    layout: Layout,
+    scalers: Vec<(InputSpec, Scaler, Vec<u8>)>,
+}
+
+impl InputScalers {
+    pub fn new(
+        info: &gst_video::VideoInfo,
+        width: usize,
+        height: usize,
+        inputs: &[&InputSpec],
+    ) -> Result<InputScalers, String> {
+        let format = info.format();
+        let layout =
+            layout(format).ok_or_else(|| format!("unsupported video format {format:?}"))?;
+        if inputs.len() > 64 {
+            return Err(format!(
+                "the model set has {} distinct inputs; at most 64 are supported",
+                inputs.len()
+            ));
+        }
+        let scalers = inputs
+            .iter()
+            .map(|i| {
+                let s = scaler(info, width, height, i.width, i.height, i.color)?;
+                let out = vec![0; s.output_len()];
+                Ok(((*i).clone(), s, out))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(InputScalers { layout, scalers })
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The object whose pixels are `planes` (already cropped), at each input on demand.
+    pub fn pixels<'a>(&'a mut self, planes: Planes<'a>) -> ScaledPixels<'a> {
+        ScaledPixels {
+            planes,
+            set: self,
+            fresh: 0,
+        }
+    }
+}
+
+/// One object's pixels, scaled to an input the first time a model of that input asks.
+pub struct ScaledPixels<'a> {
+    planes: Planes<'a>,
+    set: &'a mut InputScalers,
+    fresh: u64,
+}
+
+impl Pixels for ScaledPixels<'_> {
+    fn at(&mut self, spec: &InputSpec) -> &[u8] {
+        let i = self
+            .set
+            .scalers
+            .iter()
+            .position(|(s, _, _)| s == spec)
+            .expect("the scalers cover every input of the set");
+        let (_, scaler, out) = &mut self.set.scalers[i];
+        if self.fresh & (1 << i) == 0 {
+            scaler.run(&self.planes, out);
+            self.fresh |= 1 << i;
+        }
+        out
+    }
 }
 
 #[cfg(test)]

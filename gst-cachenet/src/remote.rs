@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cachenet_core::engine::Model;
 use cachenet_core::manifest::Manifest;
-use cachenet_core::modelset::load_classifier_timed;
+use cachenet_core::modelset::load_submodel_timed;
 use cachenet_core::proto;
 use cachenet_core::sha256_hex;
 
@@ -119,7 +119,8 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// One edge request; the answer is checked against the manifest.
+    /// One edge request with the frame at the full model's input; the answer is checked
+    /// against the manifest.
     pub fn infer(
         &self,
         hwc: Vec<u8>,
@@ -127,7 +128,7 @@ impl Remote {
         request_id: String,
     ) -> Result<InferOutcome, EdgeError> {
         let t = Instant::now();
-        let spec = &self.manifest.input;
+        let spec = self.manifest.full_input();
         let req = proto::InferRequest {
             api_version: proto::API_VERSION,
             request_id,
@@ -215,7 +216,7 @@ impl Remote {
                 store_error,
             });
         }
-        let (model, load) = load_classifier_timed(&self.manifest, &spec.file, &bytes)
+        let (model, load) = load_submodel_timed(&self.manifest, id, &spec.file, &bytes)
             .map_err(|e| format!("submodel {id} rejected: {e}"))?;
         timings.parse_us = load.parse_us;
         timings.optimise_us = load.optimise_us;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use cachenet_core::cache::SubmodelCache;
 use cachenet_core::engine::Model;
-use cachenet_core::manifest::Manifest;
+use cachenet_core::manifest::{InputSpec, Manifest};
 use cachenet_core::maths::Classification;
 use cachenet_core::preprocess::normalize_into;
 use gst::glib;
@@ -292,6 +292,29 @@ struct Call {
     model_us: u64,
 }
 
+/// An object's pixels at each input the set's models take (scaled on first use).
+pub trait Pixels {
+    /// HWC u8 pixels at `spec`'s width, height and color.
+    fn at(&mut self, spec: &InputSpec) -> &[u8];
+}
+
+/// Pixels already at the input of a set whose models all take one input.
+pub struct Fixed<'a>(pub &'a [u8]);
+
+impl Pixels for Fixed<'_> {
+    fn at(&mut self, spec: &InputSpec) -> &[u8] {
+        assert_eq!(
+            self.0.len(),
+            spec.len(),
+            "pixels for a {}x{}x{} input",
+            spec.width,
+            spec.height,
+            spec.channels
+        );
+        self.0
+    }
+}
+
 /// The per-element CacheNet runtime.
 pub struct Runtime {
     manifest: Arc<Manifest>,
@@ -320,7 +343,13 @@ pub struct Runtime {
     generation: Generation,
     backoff: Backoff,
     stats: Stats,
-    tensor: Vec<f32>,
+    /// The distinct inputs of the set's models, and which one each model takes.
+    inputs: Vec<InputSpec>,
+    full_input: usize,
+    submodel_input: Vec<usize>,
+    /// One tensor per input, and whether it holds the current object's pixels.
+    tensors: Vec<Vec<f32>>,
+    fresh: Vec<bool>,
     logits: Vec<f32>,
     request_seq: u64,
     /// This frame's events so far (returned by `end_frame`).
@@ -397,7 +426,14 @@ impl Runtime {
                 .collect(),
             None => VecDeque::new(),
         };
-        let n = manifest.input.len();
+        let inputs: Vec<InputSpec> = manifest.inputs().into_iter().cloned().collect();
+        let index = |spec: &InputSpec| inputs.iter().position(|i| i == spec).expect("listed");
+        let full_input = index(manifest.full_input());
+        let submodel_input = (0..manifest.submodels.len() as u32)
+            .map(|id| index(manifest.submodel_input(id)))
+            .collect();
+        let tensors = inputs.iter().map(|i| vec![0.0; i.len()]).collect();
+        let fresh = vec![false; inputs.len()];
         Ok(Runtime {
             stats: Stats::default(),
             manifest,
@@ -425,7 +461,11 @@ impl Runtime {
             prefetching: None,
             generation,
             backoff: Backoff::default(),
-            tensor: vec![0.0; n],
+            inputs,
+            full_input,
+            submodel_input,
+            tensors,
+            fresh,
             logits: Vec::new(),
             request_seq: 0,
             events: FrameEvents::default(),
@@ -577,10 +617,34 @@ impl Runtime {
         self.call.model_us += us;
     }
 
-    fn run_cached(&mut self, id: u32) -> Option<Classification> {
+    /// The tensor of input `i` holds the object's pixels (normalised once per object).
+    fn prepare(&mut self, px: &mut dyn Pixels, i: usize) {
+        if !self.fresh[i] {
+            normalize_into(
+                px.at(&self.inputs[i]),
+                &self.inputs[i],
+                &mut self.tensors[i],
+            );
+            self.fresh[i] = true;
+        }
+    }
+
+    fn submodel_input(&self, id: u32) -> usize {
+        self.submodel_input
+            .get(id as usize)
+            .copied()
+            .unwrap_or(self.full_input)
+    }
+
+    fn run_cached(&mut self, id: u32, px: &mut dyn Pixels) -> Option<Classification> {
+        if !self.cache.contains(id) {
+            return None;
+        }
+        let i = self.submodel_input(id);
+        self.prepare(px, i);
         let t = Instant::now();
         let model = self.cache.get_mut(id)?;
-        let r = model.run_into(&self.tensor, &mut self.logits);
+        let r = model.run_into(&self.tensors[i], &mut self.logits);
         self.spent(t);
         match r {
             Ok(()) => Some(Classification::from_logits(&self.logits)),
@@ -909,17 +973,25 @@ impl Runtime {
     /// One run of the model a frame runs first (the full model in device mode, else the active
     /// submodel) on a blank input, outside the counters: how long a frame takes at least.
     pub fn warm_up(&mut self) -> Duration {
-        self.tensor.fill(0.0);
+        for t in &mut self.tensors {
+            t.fill(0.0);
+        }
+        self.fresh.fill(false);
         let t = Instant::now();
         let r = match self.config.mode {
             Mode::Device => self
                 .full
                 .as_ref()
-                .map(|f| f.run_into(&self.tensor, &mut self.logits)),
-            _ => self
-                .active()
-                .and_then(|a| self.cache.get_mut(a))
-                .map(|m| m.run_into(&self.tensor, &mut self.logits)),
+                .map(|f| f.run_into(&self.tensors[self.full_input], &mut self.logits)),
+            _ => match self.active() {
+                Some(a) => {
+                    let i = self.submodel_input(a);
+                    self.cache
+                        .get_mut(a)
+                        .map(|m| m.run_into(&self.tensors[i], &mut self.logits))
+                }
+                None => None,
+            },
         };
         let took = t.elapsed();
         if let Some(Err(e)) = r {
@@ -928,19 +1000,28 @@ impl Runtime {
         took
     }
 
-    /// Classify one frame given as HWC u8 pixels at the model's input size (the whole frame is
-    /// one object; the caller ends the frame with [`Runtime::end_frame`]).
+    /// Classify one frame given as HWC u8 pixels at the set's one input (every model of the
+    /// set takes the same input; the whole frame is one object; the caller ends the frame with
+    /// [`Runtime::end_frame`]).
     pub fn process(&mut self, hwc: &[u8]) -> FrameResult {
-        self.process_object(FRAME_OBJECT, hwc, true).result
+        self.process_object(FRAME_OBJECT, &mut Fixed(hwc), true)
+            .result
     }
 
-    /// Classify one object's pixels (HWC u8 at the model's input size) with the object's own
-    /// active submodel. `may_offload`: whether a miss may go to the edge (false once the
-    /// frame's offload budget is spent: the local result comes back marked `deferred`).
-    pub fn process_object(&mut self, key: ObjectKey, hwc: &[u8], may_offload: bool) -> Outcome {
+    /// Classify one object's pixels with the object's own active submodel; `px` gives them at
+    /// each input a model of the set needs. `may_offload`: whether a miss may go to the edge
+    /// (false once the frame's offload budget is spent: the local result comes back marked
+    /// `deferred`).
+    pub fn process_object(
+        &mut self,
+        key: ObjectKey,
+        px: &mut dyn Pixels,
+        may_offload: bool,
+    ) -> Outcome {
         self.call = Call::default();
+        self.fresh.fill(false);
         self.track(key);
-        let result = self.classify(key, hwc, may_offload);
+        let result = self.classify(key, px, may_offload);
         let frame = self.frame;
         let t = self.track(key);
         t.last_seen = frame;
@@ -954,14 +1035,15 @@ impl Runtime {
         }
     }
 
-    fn classify(&mut self, key: ObjectKey, hwc: &[u8], may_offload: bool) -> FrameResult {
+    fn classify(&mut self, key: ObjectKey, px: &mut dyn Pixels, may_offload: bool) -> FrameResult {
         self.stats.frames += 1;
-        normalize_into(hwc, &self.manifest.input, &mut self.tensor);
         match self.config.mode {
             Mode::Device => {
+                let i = self.full_input;
+                self.prepare(px, i);
                 let t = Instant::now();
                 let full = self.full.as_ref().expect("checked in new()");
-                let r = full.run_into(&self.tensor, &mut self.logits);
+                let r = full.run_into(&self.tensors[i], &mut self.logits);
                 self.spent(t);
                 match r {
                     Ok(()) => {
@@ -979,15 +1061,15 @@ impl Runtime {
                 if !may_offload {
                     return self.deferred(None);
                 }
-                self.offload_sync(key, hwc, None)
+                self.offload_sync(key, px, None)
             }
             Mode::CacheNet => {
                 self.poll();
-                self.process_cachenet(key, hwc, may_offload)
+                self.process_cachenet(key, px, may_offload)
             }
             Mode::SubmodelOnly => {
                 let active = self.tracks[&key].active.expect("checked in new()");
-                match self.run_cached(active) {
+                match self.run_cached(active, px) {
                     Some(c) => {
                         let hit = c.is_hit(self.config.threshold);
                         self.stats.hits += u64::from(hit);
@@ -1001,8 +1083,12 @@ impl Runtime {
     }
 
     /// The first kept compiled plan outside the cache (lowest id first) that is confident on
-    /// the tensor in place, with its classification.
-    fn search_kept(&mut self, threshold: f32) -> Option<(u32, Classification)> {
+    /// the object's pixels, with its classification.
+    fn search_kept(
+        &mut self,
+        threshold: f32,
+        px: &mut dyn Pixels,
+    ) -> Option<(u32, Classification)> {
         let mut ids: Vec<u32> = self
             .plans
             .keys()
@@ -1011,8 +1097,10 @@ impl Runtime {
             .collect();
         ids.sort_unstable();
         for id in ids {
+            let i = self.submodel_input(id);
+            self.prepare(px, i);
             let t = Instant::now();
-            let r = self.plans[&id].run_into(&self.tensor, &mut self.logits);
+            let r = self.plans[&id].run_into(&self.tensors[i], &mut self.logits);
             self.spent(t);
             match r {
                 Ok(()) => {
@@ -1039,12 +1127,17 @@ impl Runtime {
         r
     }
 
-    fn process_cachenet(&mut self, key: ObjectKey, hwc: &[u8], may_offload: bool) -> FrameResult {
+    fn process_cachenet(
+        &mut self,
+        key: ObjectKey,
+        px: &mut dyn Pixels,
+        may_offload: bool,
+    ) -> FrameResult {
         let threshold = self.config.threshold;
         let active = self.tracks[&key].active;
         let mut local: Option<FrameResult> = None;
         if let Some(a) = active
-            && let Some(c) = self.run_cached(a)
+            && let Some(c) = self.run_cached(a, px)
         {
             if c.is_hit(threshold) {
                 self.stats.hits += 1;
@@ -1056,7 +1149,7 @@ impl Runtime {
             if Some(id) == active {
                 continue;
             }
-            if let Some(c) = self.run_cached(id) {
+            if let Some(c) = self.run_cached(id, px) {
                 if c.is_hit(threshold) {
                     self.stats.hits += 1;
                     self.set_active(key, id);
@@ -1071,7 +1164,7 @@ impl Runtime {
         // answer of a submodel that missed, the compiled plans kept in memory (evicted or
         // prefetched ones) are tried; a confident one comes back into the cache.
         if self.config.offload == Offload::Async
-            && let Some((id, c)) = self.search_kept(threshold)
+            && let Some((id, c)) = self.search_kept(threshold, px)
         {
             self.stats.hits += 1;
             self.reuse_plan(key, id, 0);
@@ -1085,7 +1178,7 @@ impl Runtime {
             return self.deferred(local);
         }
         match self.config.offload {
-            Offload::Sync => self.offload_sync(key, hwc, local),
+            Offload::Sync => self.offload_sync(key, px, local),
             Offload::Async => {
                 if self.offload_blocked() {
                     return Self::degraded(local, self.none_result());
@@ -1095,7 +1188,7 @@ impl Runtime {
                 if !self.offload_in_flight() && !self.swap_in_flight() {
                     let rid = self.next_request_id();
                     let job = InferJob {
-                        hwc: hwc.to_vec(),
+                        hwc: px.at(&self.inputs[self.full_input]).to_vec(),
                         cached: self.cache.ids_mru(),
                         request_id: rid.clone(),
                     };
@@ -1123,7 +1216,7 @@ impl Runtime {
     fn offload_sync(
         &mut self,
         key: ObjectKey,
-        hwc: &[u8],
+        px: &mut dyn Pixels,
         local: Option<FrameResult>,
     ) -> FrameResult {
         if self.offload_blocked() {
@@ -1139,7 +1232,7 @@ impl Runtime {
         };
         let rid = self.next_request_id();
         let job = InferJob {
-            hwc: hwc.to_vec(),
+            hwc: px.at(&self.inputs[self.full_input]).to_vec(),
             cached,
             request_id: rid.clone(),
         };

@@ -16,7 +16,7 @@ use gst_base::subclass::prelude::*;
 use super::latency::LatencyMeter;
 use super::settings::{self, Settings};
 use super::{Regions, publish};
-use crate::frame::{FORMATS, Scaler};
+use crate::frame::{FORMATS, InputScalers};
 use crate::objects::{Associator, Filter};
 use crate::outbox::Outbox;
 use crate::runtime::{Runtime, Stats};
@@ -32,8 +32,8 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 pub(super) struct State {
     pub(super) runtime: Runtime,
-    pub(super) video: Option<(gst_video::VideoInfo, Scaler)>,
-    pub(super) hwc: Vec<u8>,
+    /// The negotiated video and the whole frame's scalers to the set's inputs.
+    pub(super) video: Option<(gst_video::VideoInfo, InputScalers)>,
     pub(super) frame: u64,
     pub(super) regions: Regions,
     pub(super) filter: Filter,
@@ -41,7 +41,7 @@ pub(super) struct State {
     pub(super) unique_id: u32,
     pub(super) skip_late: bool,
     /// Scalers of region crops, by crop size (regions=roi).
-    pub(super) scalers: HashMap<(usize, usize), Scaler>,
+    pub(super) scalers: HashMap<(usize, usize), InputScalers>,
     pub(super) associator: Associator,
     pub(super) latency: LatencyMeter,
     pub(super) outbox: Outbox,
@@ -211,17 +211,13 @@ impl BaseTransformImpl for CacheNetClassify {
         let state = guard
             .as_mut()
             .ok_or_else(|| gst::loggable_error!(CAT, "caps before start"))?;
-        let spec = &state.runtime.manifest().input;
-        let pre = crate::frame::scaler(
+        let pre = InputScalers::new(
             &info,
             info.width() as usize,
             info.height() as usize,
-            spec.width,
-            spec.height,
-            spec.color,
+            &state.runtime.manifest().inputs(),
         )
         .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
-        state.hwc = vec![0; pre.output_len()];
         state.video = Some((info, pre));
         // The region scalers were built for the previous caps (format, colorimetry).
         state.scalers.clear();

@@ -9,7 +9,7 @@ use gst_video::prelude::*;
 
 use super::Regions;
 use super::imp::{CacheNetClassify, State};
-use crate::frame::{buffer_planes, crop_rect};
+use crate::frame::{InputScalers, buffer_planes, crop_rect};
 use crate::objects::Region;
 use crate::result::ROI_TYPE;
 use crate::runtime::{FRAME_OBJECT, ObjectKey, Outcome};
@@ -74,16 +74,14 @@ impl CacheNetClassify {
             return Ok(Outcome::reused(r));
         }
         let (info, pre) = state.video.as_mut().expect("negotiated");
-        {
-            let map = buf
-                .map_readable()
-                .map_err(|_| self.map_error("not readable"))?;
-            let planes = buffer_planes(&map, buf, info).map_err(|e| self.map_error(&e))?;
-            pre.run(&planes, &mut state.hwc);
-        }
+        let map = buf
+            .map_readable()
+            .map_err(|_| self.map_error("not readable"))?;
+        let planes = buffer_planes(&map, buf, info).map_err(|e| self.map_error(&e))?;
+        let mut px = pre.pixels(planes);
         Ok(state
             .runtime
-            .process_object(FRAME_OBJECT, &state.hwc, state.max_offloads > 0))
+            .process_object(FRAME_OBJECT, &mut px, state.max_offloads > 0))
     }
 
     /// Every region of interest of the frame that the filter accepts, each as its object:
@@ -135,8 +133,6 @@ impl CacheNetClassify {
             return Ok(Vec::new());
         }
         let (info, _) = state.video.as_ref().expect("negotiated");
-        let spec = &state.runtime.manifest().input;
-        let (out_w, out_h, color) = (spec.width, spec.height, spec.color);
         let map = buf
             .map_readable()
             .map_err(|_| self.map_error("not readable"))?;
@@ -159,16 +155,17 @@ impl CacheNetClassify {
             let pre = match state.scalers.entry((rect.w, rect.h)) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => e.insert(
-                    crate::frame::scaler(info, rect.w, rect.h, out_w, out_h, color).map_err(
-                        |e| {
+                    InputScalers::new(info, rect.w, rect.h, &state.runtime.manifest().inputs())
+                        .map_err(|e| {
                             gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
                             gst::FlowError::NotNegotiated
-                        },
-                    )?,
+                        })?,
                 ),
             };
-            pre.run(&planes.crop(pre.layout(), rect), &mut state.hwc);
-            let r = state.runtime.process_object(key, &state.hwc, budget > 0);
+            let crop = planes.crop(pre.layout(), rect);
+            let r = state
+                .runtime
+                .process_object(key, &mut pre.pixels(crop), budget > 0);
             if r.offloaded {
                 budget = budget.saturating_sub(1);
             }

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cachenet_core::manifest::{Manifest, ModelFile};
-use cachenet_core::modelset::{load_classifier, load_local};
+use cachenet_core::manifest::Manifest;
+use cachenet_core::modelset::{load_local_full, load_local_submodel, load_submodel};
 use gst::subclass::prelude::*;
 
 use super::Mode;
@@ -101,9 +101,6 @@ impl CacheNetClassify {
             }
             None => None,
         };
-        let load = |(dir, manifest): &(&Path, Manifest), entry: &ModelFile| {
-            load_local(dir, manifest, entry).map_err(|e| settings_error(format!("model-dir: {e}")))
-        };
         if local.is_none() && s.edge_url.is_none() {
             return Err(settings_error(
                 "set model-dir (a local model set) or edge-url (an edge server), or both",
@@ -167,7 +164,7 @@ impl CacheNetClassify {
                     continue;
                 };
                 if let Some(bytes) = st.load(&sha) {
-                    match load_classifier(&manifest, &spec.file, &bytes) {
+                    match load_submodel(&manifest, spec.id, &spec.file, &bytes) {
                         Ok(m) => initial.push((spec.id, m)),
                         Err(e) => gst::warning!(CAT, imp = self, "cache-dir: ignoring {sha}: {e}"),
                     }
@@ -176,10 +173,12 @@ impl CacheNetClassify {
         }
         if runs_submodels
             && initial.is_empty()
-            && let Some(l @ (_, m)) = &local
+            && let Some((dir, m)) = &local
             && let Some(spec) = m.submodels.first()
         {
-            initial.push((spec.id, load(l, &spec.model_file())?));
+            let model = load_local_submodel(dir, m, spec.id)
+                .map_err(|e| settings_error(format!("model-dir: {e}")))?;
+            initial.push((spec.id, model));
         }
         let threshold = if s.threshold >= 0.0 {
             s.threshold
@@ -198,7 +197,9 @@ impl CacheNetClassify {
             prefetch: s.prefetch,
         };
         let full = match (&local, s.mode) {
-            (Some(l @ (_, m)), Mode::Device) => Some(load(l, &m.full_model)?),
+            (Some((dir, m)), Mode::Device) => Some(
+                load_local_full(dir, m).map_err(|e| settings_error(format!("model-dir: {e}")))?,
+            ),
             _ => None,
         };
         let mut runtime = Runtime::new(
@@ -225,7 +226,6 @@ impl CacheNetClassify {
         Ok(State {
             runtime,
             video: None,
-            hwc: Vec::new(),
             frame: 0,
             regions: s.regions,
             filter: Filter::new(s.roi_types.as_deref(), s.min_size),
