@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Per-object mode on real video, release build: facedetect (OpenCV's full-body cascade) finds the
 # pedestrians of vtest.avi, cachenetclassify regions=roi classifies each against a local
-# cachenet-edge serving the shipped set. Three runs in one go: the detector alone, with
+# cachenet-edge serving a shipped set (MODEL_DIR, default models/fashion-mnist; the ImageNet
+# vocabulary of models/real-footage names what the crops show). Three runs in one go: the detector alone, with
 # cachenetclassify, and with cachenetclassify interval=5; prints wall clock, regions classified,
 # objects, offloads. Needs `cargo build --release --workspace` and `scripts/setup.sh`.
-#   scripts/regions-bench.sh [FRAMES]   (default: all 795 frames)
+#   [MODEL_DIR=models/real-footage] scripts/regions-bench.sh [FRAMES]   (default: all 795 frames)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES="${1:--1}"
@@ -12,8 +13,9 @@ REL="${CARGO_TARGET_DIR:-$PWD/target}/release"
 VIDEO=$(cd models && python3 -m cachenet_train fetch vtest)
 CASCADE=/usr/share/opencv4/haarcascades/haarcascade_fullbody.xml
 PORT="${PORT:-8471}"
+MODEL_DIR="${MODEL_DIR:-models/fashion-mnist}"
 . scripts/lib/edge.sh
-start_edge "$REL/cachenet-edge" models/fashion-mnist "$PORT"
+start_edge "$REL/cachenet-edge" "$MODEL_DIR" "$PORT"
 export GST_PLUGIN_PATH="$REL"
 run() {  # name, then the tail of the pipeline after the detector
   local name=$1; shift
@@ -33,7 +35,7 @@ run() {  # name, then the tail of the pipeline after the detector
 }
 echo "run                          wall       frames     regions     objects   offloads   reused"
 run "detector only" fakesink
-run "cachenetclassify regions=roi" cachenetclassify regions=roi max-offloads=2 model-dir=models/fashion-mnist \
+run "cachenetclassify regions=roi" cachenetclassify regions=roi max-offloads=2 model-dir="$MODEL_DIR" \
   edge-url="http://127.0.0.1:$PORT" ! fakesink
-run "... interval=5" cachenetclassify regions=roi max-offloads=2 interval=5 model-dir=models/fashion-mnist \
+run "... interval=5" cachenetclassify regions=roi max-offloads=2 interval=5 model-dir="$MODEL_DIR" \
   edge-url="http://127.0.0.1:$PORT" ! fakesink

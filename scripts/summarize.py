@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summarise `gst-launch-1.0 -m ... cachenetclassify ...` output against a labels.csv:
-hits, misses, swaps, accuracy, FPS.  usage: summarize.py LOG LABELS.csv [WALL_SECONDS]"""
+hits, misses, swaps, accuracy, FPS.  usage: summarize.py LOG LABELS.csv [WALL_SECONDS [REFERENCE]]
+REFERENCE names what labels.csv holds: "labels" (accuracy) or a model (agreement with it)."""
 import csv
 import re
 import sys
@@ -19,6 +20,7 @@ def parse(line):
 def main():
     log, labels = sys.argv[1], sys.argv[2]
     wall = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    reference = sys.argv[4] if len(sys.argv) > 4 else "labels"
     rows = [parse(l) for l in open(log, errors="replace") if "cachenet-result" in l]
     truth = {int(r["frame"]): int(r["class_id"]) for r in csv.DictReader(open(labels))}
     if not rows:
@@ -34,7 +36,10 @@ def main():
     print(f"hits        {hits} ({100 * hits / n:.1f} %)")
     print(f"misses      {n - hits} (answered by the edge: {edge}, degraded: {degraded})")
     print(f"swaps       {swaps}")
-    print(f"accuracy    {100 * correct / n:.2f} %")
+    if reference == "labels":
+        print(f"accuracy    {100 * correct / n:.2f} %")
+    else:
+        print(f"agreement   {100 * correct / n:.2f} % with {reference} (top-1)")
     print(f"latency     median {lat[n // 2]} us, p99 {lat[min(n - 1, n * 99 // 100)]} us per frame")
     if wall:
         print(f"throughput  {n / wall:.1f} FPS end to end (decode included, {wall:.1f} s)")

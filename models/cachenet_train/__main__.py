@@ -1,4 +1,4 @@
-"""CLI: python -m cachenet_train {fetch,fit,replay,vectors} ..."""
+"""CLI: python -m cachenet_train {fetch,fit,distill,replay,vectors,sweeps} ..."""
 from __future__ import annotations
 
 import argparse
@@ -25,8 +25,12 @@ def cmd_fetch(a):
             print(data.fetch_foolbox_cifar10())
         elif name == "vtest":
             print(data.fetch_vtest())
+        elif name == "footage":
+            from . import footage
+            for path in footage.fetch().values():
+                print(path)
         else:
-            sys.exit(f"unknown dataset {name!r} (fashion-mnist, cifar10-sample, vtest)")
+            sys.exit(f"unknown dataset {name!r} (fashion-mnist, cifar10-sample, vtest, footage)")
 
 
 def cmd_fit(a):
@@ -89,6 +93,62 @@ def cmd_fit(a):
     logging.info("full accuracy %.4f; CacheNet grouped replay at T=%s: accuracy %.4f hit rate %.4f",
                  summary["full_accuracy"], summary["threshold"], summary["grouped"]["accuracy"],
                  summary["grouped"]["hit_rate"])
+
+
+def _wxh(text):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        return w, h
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT") from None
+
+
+def _footage_path(name):
+    """A path as given, or the name of a clip the project knows how to fetch."""
+    from . import footage
+    if os.path.exists(name):
+        return name
+    if name in footage.SOURCES:
+        return footage.fetch([name])[name]
+    sys.exit(f"--footage {name!r}: no such file or folder (known clips: {', '.join(footage.TRAIN_CLIPS + footage.UNSEEN_CLIPS)})")
+
+
+def cmd_distill(a):
+    from . import distill, footage
+    _logging(os.path.join(a.out, "distill.log"))
+    os.makedirs(a.out, exist_ok=True)
+    if a.teacher == "efficientnet-lite0":
+        teacher = distill.builtin_teacher(a.out)
+    else:
+        if not (a.teacher_input and a.labels):
+            sys.exit("--teacher FILE.onnx needs --teacher-input WxH and --labels FILE")
+        if not os.path.isfile(a.teacher):
+            sys.exit(f"--teacher {a.teacher!r}: no such file (or use the built-in efficientnet-lite0)")
+        mean = a.teacher_mean or [0.0, 0.0, 0.0]
+        std = a.teacher_std or [1.0, 1.0, 1.0]
+        teacher = distill.Teacher(a.teacher, a.teacher_input[0], a.teacher_input[1], mean, std,
+                                  distill.read_labels(a.labels))
+    cfg = distill.Config(k=a.k, student_input=a.student_input, student_blocks=a.student_blocks,
+                         student_init=a.student_init, epochs=a.epochs, every=a.every, views=a.views,
+                         train_fraction=a.train_fraction, seed=a.seed, threads=a.threads,
+                         temperature=a.temperature, agreement_target=a.agreement_target)
+    clips = []
+    for names, held_out in ((a.footage, False), (a.unseen or [], True)):
+        for n in names:
+            path = _footage_path(n)
+            frames = -(-footage.count_frames(path) // cfg.every)
+            end = 0 if held_out else footage.split(frames, cfg.train_fraction)
+            clips.append(distill.Clip(os.path.basename(path.rstrip("/")), path, frames, end))
+    r = distill.distill(cfg, teacher, clips, a.out, a.name or os.path.basename(os.path.abspath(a.out)), a.version)
+    logging.info("wrote %s: threshold %.2f, %s", a.out, r["threshold"],
+                 {k: {m: r["figures"][k][m] for m in ("hit_rate", "agreement")} for k in ("later", "unseen")
+                  if k in r["figures"]})
+
+
+def cmd_reference(a):
+    from . import footage
+    start, end = a.segment
+    print(footage.write_reference([_footage_path(c) for c in a.clip], a.model_dir, a.out, start, end))
 
 
 def cmd_replay(a):
@@ -175,6 +235,43 @@ def main(argv=None):
     f.add_argument("--group-cap", type=int, default=0,
                    help="class selector: most classes per sector group (0: ceil(2N/K))")
     f.set_defaults(fn=cmd_fit)
+    f = sub.add_parser("distill", help="distil a model set from a teacher classifier and unlabeled footage")
+    f.add_argument("--teacher", default="efficientnet-lite0",
+                   help="an ONNX classifier (logits out), or the built-in efficientnet-lite0 (ImageNet-1k)")
+    f.add_argument("--teacher-input", type=_wxh, help="the teacher's input size, WIDTHxHEIGHT (RGB, NCHW)")
+    f.add_argument("--teacher-mean", type=float, nargs=3, help="per-channel mean after x/255 (default 0)")
+    f.add_argument("--teacher-std", type=float, nargs=3, help="per-channel std after x/255 (default 1)")
+    f.add_argument("--labels", help="class names, one a line, in the teacher's output order")
+    f.add_argument("--footage", nargs="+", required=True,
+                   help="video files or image folders: the first --train-fraction of each trains, the rest "
+                        "is held out (or a known clip name, fetched: vtest.avi, box.mp4, ...)")
+    f.add_argument("--unseen", nargs="*", help="footage only ever evaluated on (scenes the set never meets)")
+    f.add_argument("--train-fraction", type=float, default=0.7)
+    f.add_argument("--k", type=int, default=4)
+    f.add_argument("--every", type=int, default=1, help="use every n-th frame")
+    f.add_argument("--views", type=int, default=4, help="training views per frame (plain, mirrored, crops)")
+    f.add_argument("--student-input", type=int, default=112, help="the specialists' input side")
+    f.add_argument("--student-blocks", type=int, default=5, help="EfficientNet-Lite0 blocks in each specialist")
+    f.add_argument("--student-init", default="lite0", choices=["lite0", "scratch"],
+                   help="lite0: ImageNet weights (fetched); scratch: random (smoke runs)")
+    f.add_argument("--temperature", type=float, default=0.5)
+    f.add_argument("--agreement-target", type=float, default=0.95,
+                   help="the threshold keeps local agreement with the teacher at least this on validation")
+    f.add_argument("--epochs", type=int, default=60)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--threads", type=int, default=0)
+    f.add_argument("--out", required=True)
+    f.add_argument("--name")
+    f.add_argument("--version", default="1.0.0")
+    f.set_defaults(fn=cmd_distill)
+    f = sub.add_parser("reference", help="a clip's frames as PNG + labels.csv with the set's full model's answers")
+    f.add_argument("--clip", required=True, nargs="+",
+                   help="video files, image folders or known clip names (one after the other)")
+    f.add_argument("--model-dir", required=True, help="the model set whose full model is the reference")
+    f.add_argument("--segment", type=float, nargs=2, default=[0.0, 1.0], metavar=("START", "END"),
+                   help="fractions of the clip (0.7 1.0: the held-out end of a training clip)")
+    f.add_argument("--out", required=True)
+    f.set_defaults(fn=cmd_reference)
     f = sub.add_parser("replay", help="write a replay sequence as PNG frames + labels.csv")
     f.add_argument("--dataset", default="fashion-mnist")
     f.add_argument("--data-root")

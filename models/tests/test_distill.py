@@ -1,0 +1,117 @@
+"""`distill` end to end on a tiny ONNX teacher and a few frames of footage (image folders): a
+set in schema version 2 (the teacher at its input, the specialists at theirs) that the Rust side
+loads; a rerun reads the teacher's posteriors from the cache; bad input fails clearly."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cachenet_train import distill, footage
+from cachenet_train.__main__ import main
+
+COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200), "gray": (120, 120, 120)}
+
+
+def make_teacher(path):
+    """A 4-class classifier of a frame's mean colour at 32x24: which of red, green, blue, gray."""
+    lin = torch.nn.Linear(3, 4)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[8.0, -4, -4], [-4, 8, -4], [-4, -4, 8], [0, 0, 0]]))
+        lin.bias.copy_(torch.tensor([-1.0, -1.0, -1.0, 0.0]))
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), lin).eval()
+    torch.onnx.export(net, (torch.zeros(1, 3, 24, 32),), path, dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["output"])
+
+
+def make_clip(folder, colours, frames_each=6, seed=0):
+    """Frames of solid colours with noise, one colour after another (temporal locality)."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder)
+    i = 0
+    for c in colours:
+        for _ in range(frames_each):
+            f = np.clip(np.array(COLOURS[c]) + rng.normal(0, 20, (48, 64, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(f).save(os.path.join(folder, f"{i:04d}.png"))
+            i += 1
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory):
+    d = tmp_path_factory.mktemp("distill")
+    make_teacher(str(d / "teacher.onnx"))
+    (d / "labels.txt").write_text("\n".join(COLOURS) + "\n")
+    make_clip(str(d / "cam-a"), ["red", "green", "red", "green"])
+    make_clip(str(d / "cam-b"), ["blue", "gray", "blue", "gray"], seed=1)
+    make_clip(str(d / "cam-c"), ["gray", "red"], seed=2)
+    args = ["distill", "--teacher", str(d / "teacher.onnx"), "--teacher-input", "32x24",
+            "--teacher-mean", "0", "0", "0", "--teacher-std", "1", "1", "1", "--labels", str(d / "labels.txt"),
+            "--footage", str(d / "cam-a"), str(d / "cam-b"), "--unseen", str(d / "cam-c"),
+            "--k", "2", "--student-input", "32", "--student-blocks", "2", "--student-init", "scratch",
+            "--views", "2", "--epochs", "3", "--out", str(d / "set"), "--name", "tiny-distilled"]
+    main(args)
+    return d, args
+
+
+def test_writes_a_version_2_set(distilled):
+    d, _ = distilled
+    out = d / "set"
+    m = json.load(open(out / "manifest.json"))
+    assert m["schema_version"] == 2 and m["name"] == "tiny-distilled"
+    assert m["labels"] == list(COLOURS)
+    assert (m["input"]["width"], m["input"]["height"]) == (32, 24)
+    assert [s["input"]["width"] for s in m["submodels"]] == [32, 32]
+    assert m["selector"]["input"] == "probabilities" and m["selector"]["k"] == 2
+    r = json.load(open(out / "report.json"))
+    assert sorted(sum(r["groups"], [])) == sorted(COLOURS)
+    assert r["figures"]["unseen"]["frames"] == 12
+    assert r["figures"]["later"]["frames"] == 2 * (24 - footage.split(24))
+    assert 0 < r["threshold"] < 6
+    assert all(v <= 1e-3 for v in r["onnx_max_abs_diff"].values())
+    assert "same cameras later" in open(out / "report.md").read()
+
+
+def test_the_selector_follows_the_groups(distilled):
+    d, _ = distilled
+    r = json.load(open(d / "set" / "report.json"))
+    labels = list(COLOURS)
+    groups = [[labels.index(c) for c in g] for g in r["groups"]]
+    sel = distill.VocabularySelector(len(labels), groups, 2)
+    for k, g in enumerate(groups):
+        for c in g:
+            p = np.full((1, len(labels), 1, 1), 0.01, np.float32)
+            p[0, c] = 0.97
+            assert distill.select(sel, p, 2, 1.0)[0] == k
+
+
+def test_rerun_reads_the_posterior_cache(distilled):
+    d, args = distilled
+    cached = sorted(os.listdir(d / "set" / "cache"))
+    mtimes = [os.path.getmtime(d / "set" / "cache" / f) for f in cached]
+    main(args)
+    assert sorted(os.listdir(d / "set" / "cache")) == cached
+    assert [os.path.getmtime(d / "set" / "cache" / f) for f in cached] == mtimes
+
+
+def test_rust_side_loads_the_distilled_set(distilled):
+    edge = os.environ.get("CACHENET_EDGE_BIN") or shutil.which("cachenet-edge")
+    if not edge:
+        pytest.skip("set CACHENET_EDGE_BIN to the cachenet-edge binary (the README's test command does)")
+    d, _ = distilled
+    r = subprocess.run([edge, "--check", "--model-dir", str(d / "set")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "tiny-distilled: ok" in r.stdout and "32x24x3 + 32x32x3" in r.stdout
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--teacher", str(tmp_path / "none.onnx"), "--teacher-input", "8x8", "--labels", "x",
+              "--footage", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert "no such file" in str(e.value)
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--teacher", "t.onnx", "--footage", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert "--teacher-input" in str(e.value)
