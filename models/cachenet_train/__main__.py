@@ -117,8 +117,9 @@ def cmd_distill(a):
     from . import distill, footage
     _logging(os.path.join(a.out, "distill.log"))
     os.makedirs(a.out, exist_ok=True)
+    cache = a.cache or distill.cache_dir(a.out)
     if a.teacher == "efficientnet-lite0":
-        teacher = distill.builtin_teacher(a.out)
+        teacher = distill.builtin_teacher(cache)
     else:
         if not (a.teacher_input and a.labels):
             sys.exit("--teacher FILE.onnx needs --teacher-input WxH and --labels FILE")
@@ -139,7 +140,8 @@ def cmd_distill(a):
             frames = -(-footage.count_frames(path) // cfg.every)
             end = 0 if held_out else footage.split(frames, cfg.train_fraction)
             clips.append(distill.Clip(os.path.basename(path.rstrip("/")), path, frames, end))
-    r = distill.distill(cfg, teacher, clips, a.out, a.name or os.path.basename(os.path.abspath(a.out)), a.version)
+    r = distill.distill(cfg, teacher, clips, a.out, a.name or os.path.basename(os.path.abspath(a.out)), a.version,
+                        cache)
     logging.info("wrote %s: threshold %.2f, %s", a.out, r["threshold"],
                  {k: {m: r["figures"][k][m] for m in ("hit_rate", "agreement")} for k in ("later", "unseen")
                   if k in r["figures"]})
@@ -255,9 +257,11 @@ def main(argv=None):
     f.add_argument("--student-init", default="lite0", choices=["lite0", "scratch"],
                    help="lite0: ImageNet weights (fetched); scratch: random (smoke runs)")
     f.add_argument("--temperature", type=float, default=0.5)
-    f.add_argument("--agreement-target", type=float, default=0.95,
-                   help="the threshold keeps local agreement with the teacher at least this on validation")
-    f.add_argument("--epochs", type=int, default=60)
+    f.add_argument("--agreement-target", type=float, default=0.9,
+                   help="the threshold keeps agreement with the teacher (all frames) at least this on validation")
+    f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--cache", help="teacher posteriors and features, reused by a rerun "
+                                   "(default $CACHENET_DATA/distill-cache/<out's name>)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=0)
     f.add_argument("--out", required=True)

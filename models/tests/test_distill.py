@@ -52,7 +52,8 @@ def distilled(tmp_path_factory):
             "--teacher-mean", "0", "0", "0", "--teacher-std", "1", "1", "1", "--labels", str(d / "labels.txt"),
             "--footage", str(d / "cam-a"), str(d / "cam-b"), "--unseen", str(d / "cam-c"),
             "--k", "2", "--student-input", "32", "--student-blocks", "2", "--student-init", "scratch",
-            "--views", "2", "--epochs", "3", "--out", str(d / "set"), "--name", "tiny-distilled"]
+            "--views", "2", "--epochs", "3", "--out", str(d / "set"), "--cache", str(d / "cache"),
+            "--name", "tiny-distilled"]
     main(args)
     return d, args
 
@@ -90,11 +91,13 @@ def test_the_selector_follows_the_groups(distilled):
 
 def test_rerun_reads_the_posterior_cache(distilled):
     d, args = distilled
-    cached = sorted(os.listdir(d / "set" / "cache"))
-    mtimes = [os.path.getmtime(d / "set" / "cache" / f) for f in cached]
+    cached = sorted(os.listdir(d / "cache"))
+    assert len(cached) == 3, cached   # one file of posteriors and features per clip
+    mtimes = [os.path.getmtime(d / "cache" / f) for f in cached]
     main(args)
-    assert sorted(os.listdir(d / "set" / "cache")) == cached
-    assert [os.path.getmtime(d / "set" / "cache" / f) for f in cached] == mtimes
+    assert sorted(os.listdir(d / "cache")) == cached
+    assert [os.path.getmtime(d / "cache" / f) for f in cached] == mtimes
+    assert "cache" not in os.listdir(d / "set")
 
 
 def test_rust_side_loads_the_distilled_set(distilled):
