@@ -592,7 +592,9 @@ fn real_main() -> Result<(), String> {
     let engine_rows = engines(&a)?;
     // In process, after engines() pinned this process to CPU 0.
     eprintln!("[scaler] the element's scaler at 640x480 RGB, frames in cache and from memory ...");
-    let scaler = cachenet_bench::scaler::time(640, 480)?;
+    let set = cachenet_core::manifest::Manifest::load(&a.model_dir).map_err(|e| e.to_string())?;
+    let to = set.submodel_input(0).clone();
+    let scaler = cachenet_bench::scaler::time(640, 480, &to)?;
     eprintln!(
         "    {:.1} us cached, {:.1} us from memory; reading a frame alone {:.1} us",
         scaler.cached_us, scaler.memory_us, scaler.read_us
@@ -654,8 +656,8 @@ fn real_main() -> Result<(), String> {
         per_frame_us
     ));
     md.push_str(&format!(
-        "\nThe element's scaler alone (640x480 RGB to the 28x28 gray input, in process, best of rounds): {:.1} us per frame with the frame in cache, {:.1} us with frames from memory; a pass that only reads a frame from memory: {:.1} us.\n",
-        scaler.cached_us, scaler.memory_us, scaler.read_us
+        "\nThe element's scaler alone (640x480 RGB to the submodels' {}x{} {:?} input, in process, best of rounds): {:.1} us per frame with the frame in cache, {:.1} us with frames from memory; a pass that only reads a frame from memory: {:.1} us.\n",
+        to.width, to.height, to.color, scaler.cached_us, scaler.memory_us, scaler.read_us
     ));
     md.push_str(&format!(
         "\nInference engine (no CPU limit): each model as the element runs it (plan direct: the engine's own; tract: tract's), on tract's plan, and on onnxruntime, same file:\n\n{}",

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use cachenet_core::manifest::Color;
+use cachenet_core::manifest::InputSpec;
 use cachenet_core::scaler::{Layout, Planes, Scaler, YuvMatrix};
 
 /// Distinct frames cycled through for the "from memory" timings: 118 MB, far more than the
@@ -37,9 +37,9 @@ fn read_all(frame: &[u8]) -> u64 {
     acc.iter().fold(0, |x, y| x ^ y) ^ rest.iter().map(|&b| b as u64).sum::<u64>()
 }
 
-/// Time the element's scaler on `width` x `height` RGB frames to the 28x28 gray input of the
-/// shipped models: best of several rounds of each.
-pub fn time(width: usize, height: usize) -> Result<ScalerTimes, String> {
+/// Time the element's scaler on `width` x `height` RGB frames to `to` (the input of the set's
+/// first submodel): best of several rounds of each.
+pub fn time(width: usize, height: usize, to: &InputSpec) -> Result<ScalerTimes, String> {
     let len = width * height * 3;
     let frames: Vec<Vec<u8>> = (0..FRAMES)
         .map(|f| {
@@ -53,9 +53,9 @@ pub fn time(width: usize, height: usize) -> Result<ScalerTimes, String> {
         YuvMatrix::BT601,
         width,
         height,
-        28,
-        28,
-        Color::Gray,
+        to.width,
+        to.height,
+        to.color,
     )?;
     let mut out = vec![0u8; pre.output_len()];
     fn planes(f: &[u8], stride: usize) -> Planes<'_> {
@@ -124,7 +124,16 @@ mod tests {
 
     #[test]
     fn times_a_small_frame() {
-        let t = time(64, 48).unwrap();
+        let to = InputSpec {
+            width: 28,
+            height: 28,
+            channels: 1,
+            color: cachenet_core::manifest::Color::Gray,
+            layout: "NCHW".into(),
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        let t = time(64, 48, &to).unwrap();
         assert_eq!((t.width, t.height), (64, 48));
         for v in [t.cached_us, t.memory_us, t.read_us] {
             assert!(v.is_finite() && v > 0.0, "{t:?}");

@@ -218,6 +218,7 @@ def encode_clip(clip: Clip, teacher: Teacher, backbone: Backbone | None, cfg: Co
     rng = np.random.default_rng(cfg.seed)
     logits, feats = [], []
     s = cfg.student_input
+    dev = next(backbone.parameters()).device
     frames = (f for i, f in enumerate(footage.frames(clip.path)) if i % cfg.every == 0)
     for rgb in tqdm(frames, total=clip.n, desc=f"teacher {clip.name}", mininterval=5):
         vs = _views(rgb, views, rng)
@@ -225,7 +226,7 @@ def encode_clip(clip: Clip, teacher: Teacher, backbone: Backbone | None, cfg: Co
         s_in = np.stack([footage.area_scale(v, s, s, b) for v, b in vs])
         logits.append(teacher.logits(t_in).astype(np.float32))
         x = torch.from_numpy(normalise(s_in, LITE0_MEAN, LITE0_STD))
-        feats.append(backbone(x).numpy().astype(np.float16))
+        feats.append(backbone(x.to(dev)).cpu().numpy().astype(np.float16))
     logits, feats = np.stack(logits), np.stack(feats)
     np.savez(path + ".part.npz", logits=logits, features=feats)
     os.replace(path + ".part.npz", path)
@@ -330,17 +331,23 @@ def targets(logits: np.ndarray, part: np.ndarray, group: list[int], k: int, temp
     return out
 
 
+def device() -> torch.device:
+    """A CUDA GPU when one is present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def fit_head(feats: np.ndarray, soft: np.ndarray, classes: int, cfg: Config, seed: int) -> Head:
     torch.manual_seed(seed)
-    head = Head(feats.shape[1], cfg.head_width, classes)
+    dev = device()
+    head = Head(feats.shape[1], cfg.head_width, classes).to(dev)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * max(1, math.ceil(len(feats) / cfg.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps)
-    x_all, y_all = torch.from_numpy(feats), torch.from_numpy(soft)
+    x_all, y_all = torch.from_numpy(feats).to(dev), torch.from_numpy(soft).to(dev)
     g = torch.Generator().manual_seed(seed)
     head.train()
     for _ in range(cfg.epochs):
-        perm = torch.randperm(len(x_all), generator=g)
+        perm = torch.randperm(len(x_all), generator=g).to(dev)
         for i in range(0, len(perm), cfg.batch):
             b = perm[i:i + cfg.batch]
             x, y = x_all[b].float(), y_all[b]
@@ -349,7 +356,7 @@ def fit_head(feats: np.ndarray, soft: np.ndarray, classes: int, cfg: Config, see
             loss.backward()
             opt.step()
             sched.step()
-    return head.eval()
+    return head.cpu().eval()
 
 
 @torch.no_grad()
@@ -446,7 +453,7 @@ def distill(cfg: Config, teacher: Teacher, clips: list[Clip], out: str, name: st
     net = lite0(weights)
     if cfg.student_init != "lite0":
         torch.manual_seed(cfg.seed)
-    backbone = Backbone(net, cfg.student_blocks).eval()
+    backbone = Backbone(net, cfg.student_blocks).eval().to(device())
     classes = len(teacher.labels)
     enc = {}
     for c in clips:
@@ -525,7 +532,7 @@ def distill(cfg: Config, teacher: Teacher, clips: list[Clip], out: str, name: st
     full = os.path.join(out, "full.onnx")
     shutil.copyfile(teacher.path, full)
     s = cfg.student_input
-    specialists = [Specialist(backbone, h).eval() for h in heads]
+    specialists = [Specialist(backbone.cpu(), h).eval() for h in heads]
     for k, sp in enumerate(specialists):
         export_onnx(sp, (3, s, s), os.path.join(out, f"submodel-{k}.onnx"))
     export_onnx(selector, (classes, 1, 1), os.path.join(out, "selector.onnx"))
