@@ -649,7 +649,9 @@ def write_report_md(out: str, r: dict) -> None:
              f"Vocabulary: {len(r['vocabulary'])} classes. Groups (one specialist each):", ""]
     lines += [f"{k}. {', '.join(g)}" for k, g in enumerate(r["groups"])]
     lines += ["", f"Threshold {r['threshold']:.2f} (most hits with >= {100 * r['config']['agreement_target']:.0f} % "
-              "local agreement on the validation slice). Replay with cache size 1, every frame in order:", "",
+              "agreement with the teacher on the validation slice). Replay with cache size 1, every frame in "
+              "order; a miss is answered by the teacher (the edge); agreement is top-1 agreement with the "
+              "teacher:", "",
               "| footage | frames | hit rate | agreement | local agreement | teacher p>=0.5: frames, agreement "
               "| teacher frame-to-frame |", "|---|---|---|---|---|---|---|"]
 
