@@ -132,14 +132,28 @@ def cmd_distill(a):
     cfg = distill.Config(k=a.k, student_input=a.student_input, student_blocks=a.student_blocks,
                          student_init=a.student_init, epochs=a.epochs, every=a.every, views=a.views,
                          train_fraction=a.train_fraction, seed=a.seed, threads=a.threads,
-                         temperature=a.temperature, agreement_target=a.agreement_target)
+                         temperature=a.temperature, agreement_target=a.agreement_target,
+                         min_frames=a.min_frames)
     clips = []
-    for names, held_out in ((a.footage, False), (a.unseen or [], True)):
-        for n in names:
-            path = _footage_path(n)
-            frames = -(-footage.count_frames(path) // cfg.every)
-            end = 0 if held_out else footage.split(frames, cfg.train_fraction)
-            clips.append(distill.Clip(os.path.basename(path.rstrip("/")), path, frames, end))
+    sources = [(n, False) for n in a.footage] + [(n, True) for n in a.unseen or []]
+    if a.regions and len(a.regions) != len(sources):
+        sys.exit(f"--regions: one CSV (or -) per clip of --footage and --unseen: {len(sources)} clips, "
+                 f"{len(a.regions)} given")
+    for i, (n, held_out) in enumerate(sources):
+        path = _footage_path(n)
+        frames = -(-footage.count_frames(path) // cfg.every)
+        end = 0 if held_out else footage.split(frames, cfg.train_fraction)
+        name = os.path.basename(path.rstrip("/"))
+        regions = a.regions[i] if a.regions else "-"
+        if regions == "-":
+            clips.append(distill.Clip(name, path, frames, end, unseen=held_out))
+            continue
+        if cfg.every != 1:
+            sys.exit("--regions needs --every 1 (the CSV numbers every frame)")
+        try:
+            clips += distill.object_clips(name, path, regions, frames, None if held_out else end)
+        except (OSError, ValueError) as e:
+            sys.exit(f"--regions: {e}")
     r = distill.distill(cfg, teacher, clips, a.out, a.name or os.path.basename(os.path.abspath(a.out)), a.version,
                         cache)
     logging.info("wrote %s: threshold %.2f, %s", a.out, r["threshold"],
@@ -248,9 +262,14 @@ def main(argv=None):
                    help="video files or image folders: the first --train-fraction of each trains, the rest "
                         "is held out (or a known clip name, fetched: vtest.avi, box.mp4, ...)")
     f.add_argument("--unseen", nargs="*", help="footage only ever evaluated on (scenes the set never meets)")
+    f.add_argument("--regions", nargs="+",
+                   help="per-object crops (secondary classifiers): one CSV of frame,x,y,width,height[,id] per clip "
+                        "of --footage then --unseen, or - for whole frames; each object is its own sequence")
     f.add_argument("--train-fraction", type=float, default=0.7)
     f.add_argument("--k", type=int, default=4)
     f.add_argument("--every", type=int, default=1, help="use every n-th frame")
+    f.add_argument("--min-frames", type=int, default=3,
+                   help="a class joins the vocabulary when the teacher names it on this many training frames")
     f.add_argument("--views", type=int, default=4, help="training views per frame (plain, mirrored, crops)")
     f.add_argument("--student-input", type=int, default=112, help="the specialists' input side")
     f.add_argument("--student-blocks", type=int, default=5, help="EfficientNet-Lite0 blocks in each specialist")

@@ -179,10 +179,56 @@ class Specialist(nn.Module):
 
 @dataclass
 class Clip:
+    """One sequence of samples: a clip's frames, or (per-object footage) one object's crops."""
     name: str
     path: str
-    n: int                  # frames used (after --every)
-    train_end: int          # first held-out frame (n for train-only footage, 0 for unseen)
+    n: int                  # samples: frames used (after --every), or the object's crops
+    train_end: int          # first held-out sample (n for train-only footage, 0 for unseen)
+    boxes: list | None = None   # per-object: (frame index, (x, y, width, height)) of each crop
+    unseen: bool = False        # footage only ever evaluated on
+
+
+def read_regions(path: str) -> dict[int, list[tuple[int, tuple]]]:
+    """A regions CSV (`frame,x,y,width,height[,id]`, an optional header) -> object id ->
+    [(frame, box)] in frame order. Without ids, the k-th region of each frame is object k."""
+    import csv
+    objects: dict[int, list] = {}
+    per_frame: dict[int, int] = {}
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.reader(f), 1):
+            if not row or (line == 1 and not row[0].strip().lstrip("-").isdigit()):
+                continue
+            try:
+                v = [int(float(x)) for x in row]
+            except ValueError:
+                raise ValueError(f"{path}:{line}: not numbers: {row}") from None
+            if len(v) not in (5, 6):
+                raise ValueError(f"{path}:{line}: need frame,x,y,width,height[,id], got {len(v)} fields")
+            frame, x, y, w, h = v[:5]
+            if frame < 0 or x < 0 or y < 0 or w <= 0 or h <= 0:
+                raise ValueError(f"{path}:{line}: negative frame or position, or an empty box: {row}")
+            if len(v) == 6:
+                oid = v[5]
+            else:
+                oid = per_frame.get(frame, 0)
+                per_frame[frame] = oid + 1
+            objects.setdefault(oid, []).append((frame, (x, y, w, h)))
+    if not objects:
+        raise ValueError(f"{path}: no regions")
+    return {k: sorted(b) for k, b in sorted(objects.items())}
+
+
+def object_clips(name: str, path: str, regions: str, frames: int, train_end: int | None) -> list[Clip]:
+    """One Clip per object of a regions CSV: its crops in frame order; those in the clip's first
+    `train_end` frames train (None: an unseen clip)."""
+    out = []
+    for oid, boxes in read_regions(regions).items():
+        boxes = [(f, b) for f, b in boxes if f < frames]
+        if not boxes:
+            continue
+        end = 0 if train_end is None else sum(1 for f, _ in boxes if f < train_end)
+        out.append(Clip(f"{name}#{oid}", path, len(boxes), end, boxes, unseen=train_end is None))
+    return out
 
 
 def _clip_key(path: str) -> str:
@@ -204,12 +250,31 @@ def _views(rgb: np.ndarray, count: int, rng: np.random.Generator):
     return out
 
 
+def _crops(frames, clip: Clip):
+    """The object's crops (boxes clamped to the frame), in the order of its boxes."""
+    todo = list(clip.boxes)
+    j = 0
+    for i, rgb in enumerate(frames):
+        while j < len(todo) and todo[j][0] == i:
+            x, y, w, h = todo[j][1]
+            fh, fw = rgb.shape[:2]
+            x0, y0, x1, y1 = min(x, fw - 1), min(y, fh - 1), min(x + w, fw), min(y + h, fh)
+            yield np.ascontiguousarray(rgb[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)])
+            j += 1
+        if j == len(todo):
+            return
+    if j < len(todo):
+        raise ValueError(f"{clip.name}: regions name frame {todo[j][0]} but the footage has {i + 1} frames")
+
+
 @torch.no_grad()
 def encode_clip(clip: Clip, teacher: Teacher, backbone: Backbone | None, cfg: Config, cache: str, views: int):
     """Teacher logits [n, views, classes] and backbone features [n, views, C, h, w] (float16) of
     a clip, read from the cache when a previous run computed them."""
     key = f"{_clip_key(clip.path)}-{teacher.key()}-area-e{cfg.every}-v{views}-s{cfg.student_input}" \
           f"-b{cfg.student_blocks}-{cfg.student_init}"
+    if clip.boxes is not None:
+        key += "-" + hashlib.sha256(json.dumps(clip.boxes).encode()).hexdigest()[:12]
     path = os.path.join(cache, f"{clip.name}-{key}.npz")
     if os.path.exists(path):
         z = np.load(path)
@@ -220,6 +285,8 @@ def encode_clip(clip: Clip, teacher: Teacher, backbone: Backbone | None, cfg: Co
     s = cfg.student_input
     dev = next(backbone.parameters()).device
     frames = (f for i, f in enumerate(footage.frames(clip.path)) if i % cfg.every == 0)
+    if clip.boxes is not None:
+        frames = _crops(frames, clip)
     for rgb in tqdm(frames, total=clip.n, desc=f"teacher {clip.name}", mininterval=5):
         vs = _views(rgb, views, rng)
         t_in = np.stack([footage.area_scale(v, teacher.width, teacher.height, b) for v, b in vs])
@@ -520,8 +587,8 @@ def distill(cfg: Config, teacher: Teacher, clips: list[Clip], out: str, name: st
         per = {c.name: summarise([replay(*r, threshold)], [r[1]]) for (c, _, _), r in zip(parts, rs)}
         return summarise([replay(*r, threshold) for r in rs], [r[1] for r in rs]), per
 
-    later = [(c, c.train_end, c.n) for c in clips if 0 < c.train_end < c.n]
-    unseen = [(c, 0, c.n) for c in clips if c.train_end == 0]
+    later = [(c, c.train_end, c.n) for c in clips if not c.unseen and c.train_end < c.n]
+    unseen = [(c, 0, c.n) for c in clips if c.unseen]
     figures = {"validation": summarise([replay(*v, threshold) for v in val], [v[1] for v in val])}
     if later:
         figures["later"], figures["later_clips"] = judge(later)

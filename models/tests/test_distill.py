@@ -118,3 +118,40 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["distill", "--teacher", "t.onnx", "--footage", str(tmp_path), "--out", str(tmp_path / "o")])
     assert "--teacher-input" in str(e.value)
+
+
+def test_per_object_regions(tmp_path):
+    """--regions: each object of the CSV is its own sequence of crops (a secondary classifier's
+    case); objects train on the clip's first 70 % of frames and are judged on the rest."""
+    make_teacher(str(tmp_path / "teacher.onnx"))
+    (tmp_path / "labels.txt").write_text("\n".join(COLOURS) + "\n")
+    folder = tmp_path / "two-objects"
+    os.makedirs(folder)
+    rng = np.random.default_rng(3)
+    rows = ["frame,x,y,width,height,id"]
+    for i in range(20):
+        left, right = ("red", "blue") if i < 10 else ("green", "gray")
+        f = np.zeros((40, 80, 3))
+        f[:, :40] = COLOURS[left]
+        f[:, 40:] = COLOURS[right]
+        f = np.clip(f + rng.normal(0, 15, f.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(f).save(folder / f"{i:04d}.png")
+        rows += [f"{i},2,2,34,34,7", f"{i},44,2,34,34,9"]
+    (tmp_path / "regions.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "set"
+    main(["distill", "--teacher", str(tmp_path / "teacher.onnx"), "--teacher-input", "32x24",
+          "--labels", str(tmp_path / "labels.txt"), "--footage", str(folder),
+          "--regions", str(tmp_path / "regions.csv"), "--k", "2", "--student-input", "32",
+          "--student-blocks", "2", "--student-init", "scratch", "--views", "2", "--epochs", "2",
+          "--min-frames", "2", "--out", str(out), "--cache", str(tmp_path / "cache")])
+    r = json.load(open(out / "report.json"))
+    assert [c["name"] for c in r["clips"]] == ["two-objects#7", "two-objects#9"]
+    assert [c["n"] for c in r["clips"]] == [20, 20] and [c["train_end"] for c in r["clips"]] == [14, 14]
+    assert r["figures"]["later"]["frames"] == 12
+    assert json.load(open(out / "manifest.json"))["schema_version"] == 2
+    (tmp_path / "bad.csv").write_text("0,1,2,3\n")
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--teacher", str(tmp_path / "teacher.onnx"), "--teacher-input", "32x24",
+              "--labels", str(tmp_path / "labels.txt"), "--footage", str(folder),
+              "--regions", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")])
+    assert "bad.csv:1: need frame,x,y,width,height[,id]" in str(e.value)
