@@ -164,26 +164,7 @@ impl Default for SelectorTakes {
     }
 }
 
-impl SelectorTakes {
-    pub fn kind(&self) -> SelectorInput {
-        match self {
-            SelectorTakes::Kind(k) => *k,
-            SelectorTakes::Image(_) => SelectorInput::Image,
-        }
-    }
-}
-
 impl SelectorSpec {
-    /// The selector's input tensor shape for a manifest whose default input is `input` and
-    /// that has `classes` labels.
-    pub fn input_shape(&self, input: &InputSpec, classes: usize) -> [usize; 4] {
-        match &self.input {
-            SelectorTakes::Kind(SelectorInput::Image) => input.shape(),
-            SelectorTakes::Kind(SelectorInput::Probabilities) => [1, classes, 1, 1],
-            SelectorTakes::Image(own) => own.shape(),
-        }
-    }
-
     pub fn model_file(&self) -> ModelFile {
         ModelFile {
             file: self.file.clone(),
@@ -384,6 +365,13 @@ impl Manifest {
         }
     }
 
+    /// The selector's input tensor shape: its image input, or the full model's probabilities
+    /// as `1xNx1x1`.
+    pub fn selector_shape(&self) -> [usize; 4] {
+        self.selector_image_input()
+            .map_or([1, self.labels.len(), 1, 1], InputSpec::shape)
+    }
+
     /// Every distinct input the set's models take (full model first, then the submodels',
     /// then the selector's image input).
     pub fn inputs(&self) -> Vec<&InputSpec> {
@@ -399,11 +387,6 @@ impl Manifest {
             }
         }
         v
-    }
-
-    /// The largest number of u8 pixel values of any of the set's inputs.
-    pub fn max_input_len(&self) -> usize {
-        self.inputs().iter().map(|i| i.len()).max().unwrap_or(0)
     }
 }
 

@@ -88,7 +88,7 @@ impl ModelSet {
         let selector = load_file(
             dir,
             &manifest.selector.model_file(),
-            manifest.selector.input_shape(&manifest.input, classes),
+            manifest.selector_shape(),
             2,
         )?;
         let mut submodels = Vec::with_capacity(manifest.submodels.len());

@@ -275,10 +275,7 @@ fn version_2_models_take_their_own_inputs() {
 fn shipped_set_selects_by_the_full_models_class() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fashion-mnist");
     let set = ModelSet::load(&dir).unwrap();
-    assert_eq!(
-        set.manifest.selector.input.kind(),
-        cachenet_core::manifest::SelectorInput::Probabilities
-    );
+    assert_eq!(set.manifest.selector_image_input(), None);
     let n = set.manifest.labels.len();
     let k = set.manifest.selector.k;
     let frame = solid(&set, 0); // ignored by this selector

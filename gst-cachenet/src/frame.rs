@@ -206,7 +206,9 @@ pub fn scaler(
 /// of that input runs.
 pub struct InputScalers {
     layout: Layout,
-    scalers: Vec<(InputSpec, Scaler, Vec<u8>)>,
+    /// One scaler and its output per input, in the order of the inputs given to `new`
+    /// (`Manifest::inputs`, whose indices `Pixels::at` takes).
+    scalers: Vec<(Scaler, Vec<u8>)>,
 }
 
 impl InputScalers {
@@ -230,7 +232,7 @@ impl InputScalers {
             .map(|i| {
                 let s = scaler(info, width, height, i.width, i.height, i.color)?;
                 let out = vec![0; s.output_len()];
-                Ok(((*i).clone(), s, out))
+                Ok((s, out))
             })
             .collect::<Result<_, String>>()?;
         Ok(InputScalers { layout, scalers })
@@ -258,14 +260,8 @@ pub struct ScaledPixels<'a> {
 }
 
 impl Pixels for ScaledPixels<'_> {
-    fn at(&mut self, spec: &InputSpec) -> &[u8] {
-        let i = self
-            .set
-            .scalers
-            .iter()
-            .position(|(s, _, _)| s == spec)
-            .expect("the scalers cover every input of the set");
-        let (_, scaler, out) = &mut self.set.scalers[i];
+    fn at(&mut self, i: usize) -> &[u8] {
+        let (scaler, out) = &mut self.set.scalers[i];
         if self.fresh & (1 << i) == 0 {
             scaler.run(&self.planes, out);
             self.fresh |= 1 << i;

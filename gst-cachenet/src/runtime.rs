@@ -294,25 +294,8 @@ struct Call {
 
 /// An object's pixels at each input the set's models take (scaled on first use).
 pub trait Pixels {
-    /// HWC u8 pixels at `spec`'s width, height and color.
-    fn at(&mut self, spec: &InputSpec) -> &[u8];
-}
-
-/// Pixels already at the input of a set whose models all take one input.
-pub struct Fixed<'a>(pub &'a [u8]);
-
-impl Pixels for Fixed<'_> {
-    fn at(&mut self, spec: &InputSpec) -> &[u8] {
-        assert_eq!(
-            self.0.len(),
-            spec.len(),
-            "pixels for a {}x{}x{} input",
-            spec.width,
-            spec.height,
-            spec.channels
-        );
-        self.0
-    }
+    /// HWC u8 pixels at input `i` of [`Manifest::inputs`] (its width, height and color).
+    fn at(&mut self, i: usize) -> &[u8];
 }
 
 /// The per-element CacheNet runtime.
@@ -343,7 +326,8 @@ pub struct Runtime {
     generation: Generation,
     backoff: Backoff,
     stats: Stats,
-    /// The distinct inputs of the set's models, and which one each model takes.
+    /// The distinct inputs of the set's models ([`Manifest::inputs`], whose indices
+    /// [`Pixels::at`] takes), and which one each model takes.
     inputs: Vec<InputSpec>,
     full_input: usize,
     submodel_input: Vec<usize>,
@@ -620,11 +604,7 @@ impl Runtime {
     /// The tensor of input `i` holds the object's pixels (normalised once per object).
     fn prepare(&mut self, px: &mut dyn Pixels, i: usize) {
         if !self.fresh[i] {
-            normalize_into(
-                px.at(&self.inputs[i]),
-                &self.inputs[i],
-                &mut self.tensors[i],
-            );
+            normalize_into(px.at(i), &self.inputs[i], &mut self.tensors[i]);
             self.fresh[i] = true;
         }
     }
@@ -1000,14 +980,6 @@ impl Runtime {
         took
     }
 
-    /// Classify one frame given as HWC u8 pixels at the set's one input (every model of the
-    /// set takes the same input; the whole frame is one object; the caller ends the frame with
-    /// [`Runtime::end_frame`]).
-    pub fn process(&mut self, hwc: &[u8]) -> FrameResult {
-        self.process_object(FRAME_OBJECT, &mut Fixed(hwc), true)
-            .result
-    }
-
     /// Classify one object's pixels with the object's own active submodel; `px` gives them at
     /// each input a model of the set needs. `may_offload`: whether a miss may go to the edge
     /// (false once the frame's offload budget is spent: the local result comes back marked
@@ -1188,7 +1160,7 @@ impl Runtime {
                 if !self.offload_in_flight() && !self.swap_in_flight() {
                     let rid = self.next_request_id();
                     let job = InferJob {
-                        hwc: px.at(&self.inputs[self.full_input]).to_vec(),
+                        hwc: px.at(self.full_input).to_vec(),
                         cached: self.cache.ids_mru(),
                         request_id: rid.clone(),
                     };
@@ -1232,7 +1204,7 @@ impl Runtime {
         };
         let rid = self.next_request_id();
         let job = InferJob {
-            hwc: px.at(&self.inputs[self.full_input]).to_vec(),
+            hwc: px.at(self.full_input).to_vec(),
             cached,
             request_id: rid.clone(),
         };
