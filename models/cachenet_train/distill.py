@@ -268,10 +268,10 @@ def _crops(frames, clip: Clip):
 
 
 @torch.no_grad()
-def encode_clip(clip: Clip, teacher: Teacher, backbone: Backbone | None, cfg: Config, cache: str, views: int):
+def encode_clip(clip: Clip, teacher: Teacher, backbone: Backbone, cfg: Config, cache: str, views: int):
     """Teacher logits [n, views, classes] and backbone features [n, views, C, h, w] (float16) of
     a clip, read from the cache when a previous run computed them."""
-    key = f"{_clip_key(clip.path)}-{teacher.key()}-area-e{cfg.every}-v{views}-s{cfg.student_input}" \
+    key = f"{_clip_key(clip.path)}-{teacher.key()}-area64-e{cfg.every}-v{views}-s{cfg.student_input}" \
           f"-b{cfg.student_blocks}-{cfg.student_init}"
     if clip.boxes is not None:
         key += "-" + hashlib.sha256(json.dumps(clip.boxes).encode()).hexdigest()[:12]

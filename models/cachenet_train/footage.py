@@ -112,19 +112,13 @@ def frames(path: str):
 
 
 def area_scale(rgb: np.ndarray, width: int, height: int, box=None) -> np.ndarray:
-    """The element's scaling: each output pixel is the mean of the source area it covers, with
-    fractional coverage at the edges (the weights of the element's scaler, rounded to nearest),
-    over `box` = (x, y, w, h) or the whole frame."""
-    from .replay import area_weights
+    """The element's scaling (`replay.area_resize`, the element scaler's weights) over `box` =
+    (x, y, w, h) or the whole frame."""
+    from .replay import area_resize
     if box is not None:
         x, y, w, h = box
         rgb = rgb[y:y + h, x:x + w]
-    wy = area_weights(rgb.shape[0], height).astype(np.float32)
-    wx = area_weights(rgb.shape[1], width).astype(np.float32)
-    f = rgb.astype(np.float32)
-    rows = np.tensordot(wy, f, axes=(1, 0))                   # height x W x C
-    out = np.tensordot(wx, rows, axes=(1, 1)).swapaxes(0, 1)  # height x width x C
-    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+    return area_resize(rgb, width, height)
 
 
 def split(n: int, fraction: float = TRAIN_FRACTION) -> int:

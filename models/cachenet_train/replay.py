@@ -64,9 +64,8 @@ def area_resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     """Area-average an HxW or HxWxC uint8 image to height x width (rounded to nearest)."""
     wy = area_weights(img.shape[0], height)
     wx = area_weights(img.shape[1], width)
-    f = img.astype(np.float64)
-    out = np.einsum("oh,hw...->ow...", wy, f)
-    out = np.einsum("pw,ow...->op...", wx, out)
+    rows = np.tensordot(wy, img.astype(np.float64), axes=(1, 0))     # height x W [x C]
+    out = np.moveaxis(np.tensordot(wx, rows, axes=(1, 1)), 0, 1)    # height x width [x C]
     return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
 
 
