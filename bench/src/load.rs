@@ -143,6 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 channels: 1,
                             })),
                             cached_submodels: vec![0],
+                            audited_submodel: None,
                         }
                         .encode_to_vec();
                         let t = Instant::now();

@@ -107,7 +107,13 @@ fn selector_tensor(
     Ok(tensor)
 }
 
-pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse, ApiError> {
+/// One request's answer, and the submodel whose hit it audits (an audit, not a miss).
+pub(crate) struct Answered {
+    pub response: proto::InferResponse,
+    pub audited: Option<u32>,
+}
+
+pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<Answered, ApiError> {
     let req = proto::InferRequest::decode(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed InferRequest protobuf: {e}")))?;
     if req.api_version != proto::API_VERSION {
@@ -174,9 +180,10 @@ pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse,
         entropy = cls.entropy,
         submodel = sel.submodel,
         cached = ?req.cached_submodels,
+        audited = ?req.audited_submodel,
         "infer"
     );
-    Ok(proto::InferResponse {
+    let response = proto::InferResponse {
         request_id: req.request_id,
         class_id: cls.class_id as u32,
         label: set.manifest.labels[cls.class_id].clone(),
@@ -190,6 +197,10 @@ pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse,
             selector_us,
         }),
         soft_codes: sel.codes.iter().map(|c| *c as f32).collect(),
+    };
+    Ok(Answered {
+        response,
+        audited: req.audited_submodel,
     })
 }
 

@@ -179,7 +179,7 @@ impl AppState {
 /// Answer one `InferRequest` body for `set` as `POST /v1/models/{set}/infer` does (decode,
 /// checks, image decoding, full model and selector), without HTTP: for embedding and fuzzing.
 pub fn infer_request(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse, ApiError> {
-    infer::infer(set, body)
+    infer::infer(set, body).map(|a| a.response)
 }
 
 /// The HTTP routes.
@@ -440,9 +440,13 @@ async fn infer_handler(
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || {
         let _permits = (admitted, worker);
-        infer::infer(&set, &body).inspect(|resp| {
-            st.0.metrics
-                .inference(set.name(), started.elapsed(), resp.submodel_id)
+        infer::infer(&set, &body).map(|a| {
+            let m = &st.0.metrics;
+            m.inference(set.name(), started.elapsed(), a.response.submodel_id);
+            if let Some(id) = a.audited {
+                m.audit(set.name(), id);
+            }
+            a.response
         })
     })
     .await

@@ -1,5 +1,6 @@
 //! Prometheus text metrics: requests by route and status, inference latency, submodel
-//! selections, bytes in and out, uploads and inferences in progress.
+//! selections, audits of devices' hits by submodel, bytes in and out, uploads and inferences
+//! in progress.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -23,6 +24,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     selected: Mutex<BTreeMap<(String, u32), u64>>,
+    audits: Mutex<BTreeMap<(String, u32), u64>>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
 }
@@ -54,6 +56,16 @@ impl Metrics {
         }
         *self
             .selected
+            .lock()
+            .unwrap()
+            .entry((set.to_string(), submodel))
+            .or_default() += 1;
+    }
+
+    /// An infer request that audits a device's hit of `submodel` (also counted as an inference).
+    pub fn audit(&self, set: &str, submodel: u32) {
+        *self
+            .audits
             .lock()
             .unwrap()
             .entry((set.to_string(), submodel))
@@ -105,6 +117,17 @@ impl Metrics {
             let _ = writeln!(
                 o,
                 "cachenet_submodel_selected_total{{set=\"{set}\",submodel=\"{id}\"}} {n}"
+            );
+        }
+        o.push_str(
+            "# HELP cachenet_audits_total Infer requests that audit a device's hit, by the \
+             submodel that hit (included in the inference counts).\n",
+        );
+        o.push_str("# TYPE cachenet_audits_total counter\n");
+        for ((set, id), n) in self.audits.lock().unwrap().iter() {
+            let _ = writeln!(
+                o,
+                "cachenet_audits_total{{set=\"{set}\",submodel=\"{id}\"}} {n}"
             );
         }
         o.push_str("# HELP cachenet_bytes_in_total Request body bytes received.\n");

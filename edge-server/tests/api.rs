@@ -107,6 +107,7 @@ fn raw_request(value: u8) -> proto::InferRequest {
             channels: 1,
         })),
         cached_submodels: vec![0],
+        audited_submodel: None,
     }
 }
 
@@ -211,20 +212,33 @@ fn infer_raw_and_encoded_frames() {
         request_id: "png".into(),
         image: Some(Image::Encoded(png.into_inner())),
         cached_submodels: vec![],
+        audited_submodel: None,
     };
     let r = infer_ok(&s, &req);
     assert_eq!((r.class_id, r.submodel_id), (1, 0));
+
+    // An audit of a device's hit with submodel 1 is answered like any frame, and counted apart.
+    let audit = proto::InferRequest {
+        audited_submodel: Some(1),
+        ..raw_request(240)
+    };
+    assert_eq!(infer_ok(&s, &audit).class_id, 3);
 
     let m = get(&s.url("/metrics"), &[]).text();
     assert!(
         m.contains("cachenet_submodel_selected_total{set=\"tiny\",submodel=\"0\"} 2"),
         "{m}"
     );
-    assert!(m.contains("cachenet_submodel_selected_total{set=\"tiny\",submodel=\"1\"} 1"));
+    assert!(m.contains("cachenet_submodel_selected_total{set=\"tiny\",submodel=\"1\"} 2"));
     assert!(
-        m.contains("cachenet_requests_total{route=\"/v1/models/{set}/infer\",status=\"200\"} 3")
+        m.contains("cachenet_requests_total{route=\"/v1/models/{set}/infer\",status=\"200\"} 4")
     );
-    assert!(m.contains("cachenet_inference_seconds_count{set=\"tiny\"} 3"));
+    assert!(m.contains("cachenet_inference_seconds_count{set=\"tiny\"} 4"));
+    assert!(
+        m.contains("cachenet_audits_total{set=\"tiny\",submodel=\"1\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains("cachenet_audits_total{set=\"tiny\",submodel=\"0\"}"));
     assert!(!m.contains("cachenet_bytes_in_total 0\n"));
 }
 
@@ -390,6 +404,7 @@ fn slow_request() -> Vec<u8> {
         request_id: "big".into(),
         image: Some(Image::Encoded(png.into_inner())),
         cached_submodels: vec![],
+        audited_submodel: None,
     }
     .encode_to_vec()
 }
@@ -498,6 +513,7 @@ fn decompression_bomb_is_refused_before_decoding() {
         request_id: "bomb".into(),
         image: Some(Image::Encoded(png)),
         cached_submodels: vec![],
+        audited_submodel: None,
     };
     let r = post(&s.url("/v1/models/tiny/infer"), &req.encode_to_vec(), &[]);
     assert_eq!(r.status, 400);

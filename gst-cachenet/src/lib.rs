@@ -5,6 +5,7 @@ use gst::glib;
 
 #[cfg(feature = "analytics")]
 pub mod analytics;
+pub mod audit;
 mod cachenetclassify;
 pub mod edge;
 pub mod frame;

@@ -234,6 +234,7 @@ mod tests {
             deferred: false,
             reused: true,
             probabilities: vec![0.1, 0.1, 0.3, 0.5],
+            threshold: 0.5,
         };
         let want = Classification {
             label: "white".into(),
@@ -246,6 +247,7 @@ mod tests {
             degraded: false,
             deferred: false,
             reused: true,
+            threshold: 0.5,
             unique_id: 0,
             object_id: None,
         };

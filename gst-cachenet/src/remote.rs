@@ -119,13 +119,14 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// One edge request with the frame at the full model's input; the answer is checked
-    /// against the manifest.
+    /// One edge request with the frame at the full model's input (`audited`: the submodel
+    /// whose hit it audits); the answer is checked against the manifest.
     pub fn infer(
         &self,
         hwc: Vec<u8>,
         cached: Vec<u32>,
         request_id: String,
+        audited: Option<u32>,
     ) -> Result<InferOutcome, EdgeError> {
         let t = Instant::now();
         let spec = self.manifest.full_input();
@@ -139,6 +140,7 @@ impl Remote {
                 channels: spec.channels as u32,
             })),
             cached_submodels: cached,
+            audited_submodel: audited,
         };
         let (response, traffic) = self.edge.infer(&req)?;
         check_response(&self.manifest, &response)?;
@@ -288,6 +290,8 @@ pub struct InferJob {
     pub hwc: Vec<u8>,
     pub cached: Vec<u32>,
     pub request_id: String,
+    /// An audit of a hit of this submodel (the audit worker's jobs).
+    pub audited: Option<u32>,
 }
 
 /// Answers carry their request id, so that a late answer is never taken for a newer request's.
@@ -297,16 +301,20 @@ pub type SwapWorker = Worker<u32, (u32, Result<Fetched, String>)>;
 pub type PrefetchWorker = SwapWorker;
 
 pub fn offload_worker(remote: Remote, generation: Generation) -> OffloadWorker {
-    Worker::spawn(
-        "cachenet-offload",
-        generation,
-        1,
-        None,
-        move |j: InferJob, _| {
-            let id = j.request_id.clone();
-            (id, remote.infer(j.hwc, j.cached, j.request_id))
-        },
-    )
+    infer_worker("cachenet-offload", remote, generation)
+}
+
+/// The audit worker: one audit at a time, on its own thread so that an audit never holds up a
+/// miss's request.
+pub fn audit_worker(remote: Remote, generation: Generation) -> OffloadWorker {
+    infer_worker("cachenet-audit", remote, generation)
+}
+
+fn infer_worker(name: &'static str, remote: Remote, generation: Generation) -> OffloadWorker {
+    Worker::spawn(name, generation, 1, None, move |j: InferJob, _| {
+        let id = j.request_id.clone();
+        (id, remote.infer(j.hwc, j.cached, j.request_id, j.audited))
+    })
 }
 
 pub fn swap_worker(remote: Remote, generation: Generation) -> SwapWorker {

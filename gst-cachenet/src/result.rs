@@ -14,6 +14,8 @@ pub const ROI_TYPE: &str = "cachenet";
 pub const RESULT_STRUCTURE: &str = "cachenet/classification";
 /// Name of the per-frame element message.
 pub const RESULT_MESSAGE: &str = "cachenet-result";
+/// Name of the element message of an answered audit.
+pub const AUDIT_MESSAGE: &str = "cachenet-audit";
 
 /// The `cachenet/classification` fields of `r` (ROI param, bus message and `CacheNetMeta`
 /// alike), in a structure named `name`.
@@ -29,6 +31,7 @@ pub(crate) fn fields(name: &str, r: &crate::runtime::FrameResult) -> gst::struct
         .field("degraded", r.degraded)
         .field("deferred", r.deferred)
         .field("reused", r.reused)
+        .field("threshold", r.threshold as f64)
 }
 
 /// One frame's classification, as attached by `cachenetclassify`.
@@ -48,6 +51,9 @@ pub struct Classification {
     pub deferred: bool,
     /// The object's last result again, without a model run (`interval`, a late frame).
     pub reused: bool,
+    /// The entropy threshold in use for the result's submodel (calibrated with
+    /// `target-agreement`).
+    pub threshold: f64,
     /// The element's `unique-id`.
     pub unique_id: u32,
     /// The tracked object (regions=roi), None for a whole frame.
@@ -68,6 +74,7 @@ impl Classification {
             degraded: s.get("degraded").ok()?,
             deferred: s.get("deferred").unwrap_or(false),
             reused: s.get("reused").unwrap_or(false),
+            threshold: s.get("threshold").unwrap_or(f64::NAN),
             unique_id: s.get("unique-id").unwrap_or(0),
             object_id: s.get("object-id").ok(),
         })

@@ -24,10 +24,11 @@ use cachenet_core::maths::Classification;
 use cachenet_core::preprocess::normalize_into;
 use gst::glib;
 
+use crate::audit::{Agreement, AuditConfig, Auditor, Moved};
 use crate::edge::{EdgeClient, EdgeError};
 use crate::remote::{
     Fetched, InferJob, InferOutcome, OffloadWorker, PrefetchWorker, Remote, SwapTimings,
-    SwapWorker, offload_worker, prefetch_worker, swap_worker,
+    SwapWorker, audit_worker, offload_worker, prefetch_worker, swap_worker,
 };
 use crate::store::Store;
 use crate::worker::Generation;
@@ -112,6 +113,9 @@ pub struct FrameResult {
     pub reused: bool,
     /// Class probabilities of the model that answered (empty when nothing did).
     pub probabilities: Vec<f32>,
+    /// The entropy threshold in use for the result's submodel (calibrated with
+    /// `target-agreement`; the configured one without a submodel).
+    pub threshold: f32,
 }
 
 /// The key of a tracked object. The whole frame is [`FRAME_OBJECT`].
@@ -168,6 +172,17 @@ pub struct Stats {
     pub reused: u64,
     /// Submodels fetched ahead of need (`prefetch`).
     pub prefetches: u64,
+    /// Audits of hits sent to the edge, answered, answered with the same class, dropped (the
+    /// offload path was busy) and failed (no answer).
+    pub audits_sent: u64,
+    pub audits: u64,
+    pub audit_agree: u64,
+    pub audits_dropped: u64,
+    pub audits_failed: u64,
+    /// Per audited submodel: agreement over its last audits and its threshold in use.
+    pub agreements: Vec<Agreement>,
+    /// The threshold in use for the whole frame's active submodel.
+    pub threshold: f32,
 }
 
 impl Stats {
@@ -199,6 +214,8 @@ pub struct Config {
     /// After start, fetch the manifest's other submodels in the background (mode cachenet,
     /// with an edge), one at a time and only while no swap the edge asked for is in flight.
     pub prefetch: bool,
+    /// Audits of hits and threshold calibration (mode cachenet, with an edge).
+    pub audit: AuditConfig,
 }
 
 impl Config {
@@ -214,6 +231,7 @@ impl Config {
             interval: 1,
             track_timeout: 30,
             prefetch: false,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -283,6 +301,33 @@ pub struct FrameEvents {
     pub swaps: Vec<SwapEvent>,
     /// The edge answers again after failures.
     pub recovered: bool,
+    /// Audits answered.
+    pub audits: Vec<AuditEvent>,
+    /// Thresholds that calibration moved.
+    pub thresholds: Vec<Moved>,
+}
+
+/// An answered audit (for the `cachenet-audit` bus message).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    /// The frame (of `end_frame`'s count) whose hit was audited.
+    pub frame: u64,
+    pub object: ObjectKey,
+    pub submodel: u32,
+    pub local_class: i32,
+    pub edge_class: i32,
+    pub agree: bool,
+    /// The submodel's threshold after this audit.
+    pub threshold: f32,
+}
+
+/// An audit on its way to the edge.
+#[derive(Debug, Clone, Copy)]
+struct AuditAsked {
+    frame: u64,
+    object: ObjectKey,
+    submodel: u32,
+    local_class: i32,
 }
 
 /// What the classification in progress did (reset for each one).
@@ -320,6 +365,10 @@ pub struct Runtime {
     offloader: Option<OffloadWorker>,
     swapper: Option<SwapWorker>,
     prefetcher: Option<PrefetchWorker>,
+    /// Audits of hits: the draws and per-submodel thresholds, the worker, what is asked.
+    auditor: Auditor,
+    auditing: Option<OffloadWorker>,
+    audits_asked: HashMap<String, AuditAsked>,
     /// Submodels still to prefetch, in manifest order, and the one on its way.
     to_prefetch: VecDeque<u32>,
     prefetching: Option<u32>,
@@ -401,6 +450,13 @@ impl Runtime {
                 ),
                 _ => None,
             };
+        let auditing = match &remote {
+            Some(r) if config.mode == Mode::CacheNet && config.audit.interval > 0 => {
+                Some(audit_worker(r.clone(), generation.clone()))
+            }
+            _ => None,
+        };
+        let auditor = Auditor::new(config.audit, config.threshold, manifest.submodels.len());
         let to_prefetch = match prefetcher {
             Some(_) => manifest
                 .submodels
@@ -441,6 +497,9 @@ impl Runtime {
             offloader,
             swapper,
             prefetcher,
+            auditor,
+            auditing,
+            audits_asked: HashMap::new(),
             to_prefetch,
             prefetching: None,
             generation,
@@ -464,9 +523,12 @@ impl Runtime {
 
     /// The counters, with the active submodel (of the whole frame) filled in.
     pub fn stats(&self) -> Stats {
+        let active = self.active();
         Stats {
-            active_submodel: self.active().map_or(-1, |a| a as i32),
+            active_submodel: active.map_or(-1, |a| a as i32),
             objects: self.tracks.len() as u64,
+            agreements: self.auditor.agreements(),
+            threshold: self.threshold_of(active),
             ..self.stats.clone()
         }
     }
@@ -501,6 +563,7 @@ impl Runtime {
     pub fn flushed(&mut self) {
         self.fetching.clear();
         self.asked_by.clear();
+        self.audits_asked.clear();
         if let Some(id) = self.prefetching.take() {
             self.to_prefetch.push_front(id);
         }
@@ -529,6 +592,7 @@ impl Runtime {
             .retain(|&k, t| k == FRAME_OBJECT || frame - t.last_seen <= timeout);
         self.stats.objects_dropped += (before - self.tracks.len()) as u64;
         self.track(FRAME_OBJECT);
+        self.poll_audits();
         std::mem::take(&mut self.events)
     }
 
@@ -559,6 +623,7 @@ impl Runtime {
         submodel: Option<u32>,
     ) -> FrameResult {
         FrameResult {
+            threshold: self.threshold_of(submodel),
             class_id: c.class_id as i32,
             label: self
                 .manifest
@@ -591,6 +656,103 @@ impl Runtime {
             deferred: false,
             reused: false,
             probabilities: Vec::new(),
+            threshold: self.config.threshold,
+        }
+    }
+
+    /// The threshold in use for `submodel` (the configured one for none).
+    fn threshold_of(&self, submodel: Option<u32>) -> f32 {
+        submodel.map_or(self.config.threshold, |id| self.auditor.threshold(id))
+    }
+
+    /// A hit of `submodel` (class `class_id`) on object `key`: drawn for an audit one time in
+    /// `audit-interval`, its model input goes to the edge on the audit worker; the frame keeps
+    /// its local result and never waits. An audit never takes a miss's place: while an edge
+    /// request is in flight, the edge is backed off, or the last audit is unanswered, the
+    /// drawn audit is dropped and counted.
+    fn maybe_audit(&mut self, key: ObjectKey, px: &mut dyn Pixels, submodel: u32, class_id: i32) {
+        if self.auditing.is_none() || !self.auditor.draw() {
+            return;
+        }
+        let busy = self.offload_blocked()
+            || self.offload_in_flight()
+            || self.auditing.as_ref().is_some_and(|w| w.pending > 0);
+        if busy {
+            self.stats.audits_dropped += 1;
+            return;
+        }
+        let rid = self.next_request_id();
+        let job = InferJob {
+            hwc: px.at(self.full_input).to_vec(),
+            cached: self.cache.ids_mru(),
+            request_id: rid.clone(),
+            audited: Some(submodel),
+        };
+        let w = self.auditing.as_mut().expect("checked above");
+        match w.submit(job) {
+            Ok(true) => {
+                self.stats.audits_sent += 1;
+                self.audits_asked.insert(
+                    rid,
+                    AuditAsked {
+                        frame: self.frame,
+                        object: key,
+                        submodel,
+                        local_class: class_id,
+                    },
+                );
+            }
+            Ok(false) => self.stats.audits_dropped += 1,
+            Err(e) => self.events.warnings.push(e),
+        }
+    }
+
+    /// Take the audits the edge has answered (at a frame boundary): agreement per submodel,
+    /// calibration, and an event for each.
+    fn poll_audits(&mut self) {
+        loop {
+            let next = match self.auditing.as_mut() {
+                Some(w) => w.try_next(),
+                None => return,
+            };
+            let (rid, r) = match next {
+                Ok(Some(answer)) => answer,
+                Ok(None) => return,
+                Err(warning) => {
+                    self.events.warnings.push(warning);
+                    self.audits_asked.clear();
+                    return;
+                }
+            };
+            let Some(asked) = self.audits_asked.remove(&rid) else {
+                continue;
+            };
+            let o = match r {
+                Ok(o) => o,
+                Err(_) => {
+                    // The next miss finds out whether the edge is down, and warns.
+                    self.stats.audits_failed += 1;
+                    continue;
+                }
+            };
+            self.stats.bytes_up += o.traffic.up;
+            self.stats.bytes_down += o.traffic.down;
+            self.stats.audits += 1;
+            let edge_class = o.response.class_id as i32;
+            let agree = edge_class == asked.local_class;
+            self.stats.audit_agree += u64::from(agree);
+            let recorded = self.auditor.record(asked.submodel, agree);
+            self.events.thresholds.extend(recorded.moved);
+            self.events.warnings.extend(recorded.warning);
+            self.events.audits.push(AuditEvent {
+                frame: asked.frame,
+                object: asked.object,
+                submodel: asked.submodel,
+                local_class: asked.local_class,
+                edge_class,
+                agree,
+                threshold: self.auditor.threshold(asked.submodel),
+            });
         }
     }
 
@@ -725,6 +887,7 @@ impl Runtime {
             }
         }
         self.poll_prefetch();
+        self.poll_audits();
         if self.config.offload == Offload::Async {
             let next = match self.offloader.as_mut() {
                 Some(w) => w.try_next(),
@@ -1056,11 +1219,7 @@ impl Runtime {
 
     /// The first kept compiled plan outside the cache (lowest id first) that is confident on
     /// the object's pixels, with its classification.
-    fn search_kept(
-        &mut self,
-        threshold: f32,
-        px: &mut dyn Pixels,
-    ) -> Option<(u32, Classification)> {
+    fn search_kept(&mut self, px: &mut dyn Pixels) -> Option<(u32, Classification)> {
         let mut ids: Vec<u32> = self
             .plans
             .keys()
@@ -1077,7 +1236,7 @@ impl Runtime {
             match r {
                 Ok(()) => {
                     let c = Classification::from_logits(&self.logits);
-                    if c.is_hit(threshold) {
+                    if c.is_hit(self.auditor.threshold(id)) {
                         return Some((id, c));
                     }
                 }
@@ -1085,6 +1244,19 @@ impl Runtime {
             }
         }
         None
+    }
+
+    /// A hit of submodel `id` (mode cachenet): counted, and perhaps audited.
+    fn hit(
+        &mut self,
+        key: ObjectKey,
+        px: &mut dyn Pixels,
+        c: &Classification,
+        id: u32,
+    ) -> FrameResult {
+        self.stats.hits += 1;
+        self.maybe_audit(key, px, id, c.class_id as i32);
+        self.result(c, Source::Device, true, Some(id))
     }
 
     /// A miss kept local: the frame's offload budget is spent.
@@ -1105,15 +1277,13 @@ impl Runtime {
         px: &mut dyn Pixels,
         may_offload: bool,
     ) -> FrameResult {
-        let threshold = self.config.threshold;
         let active = self.tracks[&key].active;
         let mut local: Option<FrameResult> = None;
         if let Some(a) = active
             && let Some(c) = self.run_cached(a, px)
         {
-            if c.is_hit(threshold) {
-                self.stats.hits += 1;
-                return self.result(&c, Source::Device, true, Some(a));
+            if c.is_hit(self.auditor.threshold(a)) {
+                return self.hit(key, px, &c, a);
             }
             local = Some(self.result(&c, Source::Device, false, Some(a)));
         }
@@ -1122,10 +1292,9 @@ impl Runtime {
                 continue;
             }
             if let Some(c) = self.run_cached(id, px) {
-                if c.is_hit(threshold) {
-                    self.stats.hits += 1;
+                if c.is_hit(self.auditor.threshold(id)) {
                     self.set_active(key, id);
-                    return self.result(&c, Source::Device, true, Some(id));
+                    return self.hit(key, px, &c, id);
                 }
                 if local.is_none() {
                     local = Some(self.result(&c, Source::Device, false, Some(id)));
@@ -1136,11 +1305,10 @@ impl Runtime {
         // answer of a submodel that missed, the compiled plans kept in memory (evicted or
         // prefetched ones) are tried; a confident one comes back into the cache.
         if self.config.offload == Offload::Async
-            && let Some((id, c)) = self.search_kept(threshold, px)
+            && let Some((id, c)) = self.search_kept(px)
         {
-            self.stats.hits += 1;
             self.reuse_plan(key, id, 0);
-            return self.result(&c, Source::Device, true, Some(id));
+            return self.hit(key, px, &c, id);
         }
         self.stats.misses += 1;
         if self.offloader.is_none() {
@@ -1163,6 +1331,7 @@ impl Runtime {
                         hwc: px.at(self.full_input).to_vec(),
                         cached: self.cache.ids_mru(),
                         request_id: rid.clone(),
+                        audited: None,
                     };
                     let w = self.offloader.as_mut().expect("checked above");
                     match w.submit(job) {
@@ -1207,6 +1376,7 @@ impl Runtime {
             hwc: px.at(self.full_input).to_vec(),
             cached,
             request_id: rid.clone(),
+            audited: None,
         };
         let deadline = asked + self.config.timeout + Duration::from_millis(100);
         let at = self.generation.current();

@@ -1,7 +1,6 @@
 //! `cachenetclassify` with gst_check::Harness and real pipelines, against a real in-process edge
 //! server (the tiny fixture set: dark frames belong to submodel 0, bright ones to submodel 1).
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,8 @@ use prost::Message;
 
 mod common;
 use common::{edge, init, tiny};
+#[path = "common/http.rs"]
+mod http;
 #[path = "common/process.rs"]
 mod process;
 
@@ -473,6 +474,7 @@ fn device_and_edge_scale_a_frame_alike() {
             request_id: "png".into(),
             image: Some(proto::infer_request::Image::Encoded(png)),
             cached_submodels: vec![],
+            audited_submodel: None,
         })
         .unwrap();
     assert_eq!(device.class_id, answer.class_id as i32);
@@ -639,28 +641,9 @@ struct Script {
 }
 
 fn serve(mut c: std::net::TcpStream, shas: &[String; 2], script: &Script) {
-    let mut r = BufReader::new(c.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
+    let Some((line, _)) = http::read_request(&c) else {
         return;
-    }
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).is_err() || h.is_empty() {
-            return;
-        }
-        if h == "\r\n" {
-            break;
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0; len];
-    if r.read_exact(&mut body).is_err() {
-        return;
-    }
+    };
     let call = line.contains("/infer").then(|| {
         script
             .infer_calls
@@ -707,12 +690,7 @@ fn serve(mut c: std::net::TcpStream, shas: &[String; 2], script: &Script) {
         }
         .encode_to_vec()
     };
-    let _ = write!(
-        c,
-        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        resp.len()
-    );
-    let _ = c.write_all(&resp);
+    http::write_ok(&mut c, &resp);
     if call.is_some() {
         script
             .answers

@@ -63,6 +63,7 @@ fn linked_crate_reads_and_adds_the_loaded_plugins_meta() {
             deferred: false,
             reused: false,
             probabilities: vec![0.1, 0.15, 0.75],
+            threshold: 0.5,
         };
         CacheNetMeta::add(own.get_mut().unwrap(), &r);
         let copied = own.copy();

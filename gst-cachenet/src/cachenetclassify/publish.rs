@@ -14,8 +14,8 @@ use super::imp::{CAT, CacheNetClassify, State};
 use super::process::Classified;
 use crate::outbox::{Admit, Outbox};
 use crate::remote::SwapTimings;
-use crate::result::{RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
-use crate::runtime::{FrameEvents, Stats, SwapEvent};
+use crate::result::{AUDIT_MESSAGE, RESULT_MESSAGE, RESULT_STRUCTURE, ROI_TYPE};
+use crate::runtime::{AuditEvent, FRAME_OBJECT, FrameEvents, Stats, SwapEvent};
 
 pub(super) fn stats_structure(s: &Stats) -> gst::Structure {
     let b = gst::Structure::builder("cachenet-stats")
@@ -38,8 +38,51 @@ pub(super) fn stats_structure(s: &Stats) -> gst::Structure {
         .field("objects", s.objects)
         .field("objects-dropped", s.objects_dropped)
         .field("deferred", s.deferred)
-        .field("reused", s.reused);
+        .field("reused", s.reused)
+        .field("audits-sent", s.audits_sent)
+        .field("audits", s.audits)
+        .field("audit-agree", s.audit_agree)
+        .field("audits-dropped", s.audits_dropped)
+        .field("audits-failed", s.audits_failed)
+        .field("threshold", s.threshold as f64)
+        .field(
+            "submodels",
+            gst::List::new(s.agreements.iter().map(|a| {
+                gst::Structure::builder("cachenet-agreement")
+                    .field("submodel", a.submodel)
+                    .field("audits", a.audits)
+                    .field("agree", a.agree)
+                    .field("window", a.window)
+                    .field("agreement", a.agreement)
+                    .field("agreement-low", a.low)
+                    .field("agreement-high", a.high)
+                    .field("threshold", a.threshold as f64)
+                    .build()
+            })),
+        );
     swap_fields(b, "swap-", &s.swap, s.swap_wait_us).build()
+}
+
+/// The `cachenet-audit` message of an answered audit (`object-id` only for a region).
+pub(super) fn audit_message(e: &AuditEvent, labels: &[String]) -> gst::Structure {
+    let label = |c: i32| {
+        labels
+            .get(c as usize)
+            .map_or(String::new(), |l| l.to_string())
+    };
+    let mut b = gst::Structure::builder(AUDIT_MESSAGE)
+        .field("frame", e.frame)
+        .field("submodel", e.submodel)
+        .field("local-class", e.local_class)
+        .field("local-label", label(e.local_class))
+        .field("edge-class", e.edge_class)
+        .field("edge-label", label(e.edge_class))
+        .field("agree", e.agree)
+        .field("threshold", e.threshold as f64);
+    if e.object != FRAME_OBJECT {
+        b = b.field("object-id", e.object);
+    }
+    b.build()
 }
 
 /// The swap phases (and the wait) as `{prefix}download-us`, ... fields.
@@ -169,6 +212,14 @@ impl CacheNetClassify {
         gst::trace!(CAT, imp = self, "frame {frame_no}: {results:?}");
         self.post_events(&mut state.outbox, events, post);
         if post {
+            let labels = &state.runtime.manifest().labels;
+            let audits: Vec<gst::Structure> =
+                events.audits.iter().map(|a| audit_message(a, labels)).collect();
+            for s in audits {
+                self.post_bounded(&mut state.outbox, s);
+            }
+        }
+        if post {
             let latency_us = started.elapsed().as_micros() as u64;
             for mut s in messages {
                 s.set("latency-us", latency_us);
@@ -192,6 +243,16 @@ impl CacheNetClassify {
         }
         if events.recovered {
             gst::info!(CAT, imp = self, "edge server answers again");
+        }
+        for m in &events.thresholds {
+            gst::info!(
+                CAT,
+                imp = self,
+                "submodel {}: threshold {:.4} -> {:.4} nats (target-agreement)",
+                m.submodel,
+                m.from,
+                m.to
+            );
         }
         if post {
             for e in &events.swaps {

@@ -25,6 +25,9 @@ pub(super) const DEFAULT_INTERVAL: u32 = 1;
 pub(super) const DEFAULT_UNIQUE_ID: u32 = 0;
 pub(super) const DEFAULT_SKIP_LATE: bool = true;
 pub(super) const DEFAULT_MAX_PENDING_MESSAGES: u32 = 1000;
+pub(super) const DEFAULT_AUDIT_INTERVAL: u32 = 50;
+pub(super) const DEFAULT_AUDIT_SEED: u64 = 0;
+pub(super) const DEFAULT_TARGET_AGREEMENT: f64 = -1.0;
 
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -52,6 +55,9 @@ pub(super) struct Settings {
     pub(super) interval: u32,
     pub(super) unique_id: u32,
     pub(super) skip_late: bool,
+    pub(super) audit_interval: u32,
+    pub(super) audit_seed: u64,
+    pub(super) target_agreement: f64,
 }
 
 impl Default for Settings {
@@ -81,6 +87,9 @@ impl Default for Settings {
             interval: DEFAULT_INTERVAL,
             unique_id: DEFAULT_UNIQUE_ID,
             skip_late: DEFAULT_SKIP_LATE,
+            audit_interval: DEFAULT_AUDIT_INTERVAL,
+            audit_seed: DEFAULT_AUDIT_SEED,
+            target_agreement: DEFAULT_TARGET_AGREEMENT,
         }
     }
 }
@@ -231,6 +240,26 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .default_value(DEFAULT_SKIP_LATE)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecUInt::builder("audit-interval")
+                .nick("Audit interval")
+                .blurb("mode=cachenet with edge-url: audit on average one hit in this many (drawn at random): the frame keeps its local result and its model input also goes to the edge in the background, to measure the submodel's agreement with the full model (cachenet-audit messages, stats); an audit never delays a frame and is dropped (counted in audits-dropped) while the offload path is busy; 0: no audits")
+                .default_value(DEFAULT_AUDIT_INTERVAL)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecUInt64::builder("audit-seed")
+                .nick("Audit seed")
+                .blurb("Seed of the audits' draws (the same seed draws the same hits); 0: from the clock")
+                .default_value(DEFAULT_AUDIT_SEED)
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecDouble::builder("target-agreement")
+                .nick("Target agreement")
+                .blurb("Calibrate each submodel's threshold from its audits: 10 % lower (at most once per 20 audits) while the 95 % interval of its agreement with the full model lies below this target, 2 % higher per 50 agreeing audits while it lies above, never above the threshold at start nor below a quarter of it (one warning when agreement stays below the target there); e.g. 0.97; -1: thresholds stay as configured")
+                .minimum(-1.0)
+                .maximum(1.0)
+                .default_value(DEFAULT_TARGET_AGREEMENT)
+                .mutable_ready()
+                .build(),
             glib::ParamSpecUInt::builder("swaps-pending")
                 .nick("Swaps pending")
                 .blurb("Submodels being fetched and compiled in the background; each becomes active at the next frame boundary after it is ready")
@@ -238,7 +267,7 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                 .nick("Statistics")
-                .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, prefetches, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,cpu,wait}-us (cpu: the device CPU time of the swaps' work, from verify to first run)")
+                .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, prefetches, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,cpu,wait}-us (cpu: the device CPU time of the swaps' work, from verify to first run); audits: audits-sent, audits (answered), audit-agree, audits-dropped, audits-failed, threshold (in use for the active submodel) and submodels (a list of cachenet-agreement structures: submodel, audits, agree, window, agreement, agreement-low, agreement-high over its last 200 audits, 95 % Wilson interval, and threshold)")
                 .read_only()
                 .build(),
         ]
@@ -282,6 +311,11 @@ impl Settings {
             "interval" => self.interval = value.get().expect("type checked upstream"),
             "unique-id" => self.unique_id = value.get().expect("type checked upstream"),
             "skip-late" => self.skip_late = value.get().expect("type checked upstream"),
+            "audit-interval" => self.audit_interval = value.get().expect("type checked upstream"),
+            "audit-seed" => self.audit_seed = value.get().expect("type checked upstream"),
+            "target-agreement" => {
+                self.target_agreement = value.get().expect("type checked upstream")
+            }
             _ => return false,
         }
         true
@@ -314,6 +348,9 @@ impl Settings {
             "interval" => self.interval.to_value(),
             "unique-id" => self.unique_id.to_value(),
             "skip-late" => self.skip_late.to_value(),
+            "audit-interval" => self.audit_interval.to_value(),
+            "audit-seed" => self.audit_seed.to_value(),
+            "target-agreement" => self.target_agreement.to_value(),
             _ => return None,
         })
     }

@@ -15,6 +15,7 @@ use super::Mode;
 use super::imp::{CAT, CacheNetClassify, State};
 use super::latency::LatencyMeter;
 use super::settings::Settings;
+use crate::audit::AuditConfig;
 use crate::edge::EdgeClient;
 use crate::objects::{Associator, Filter};
 use crate::outbox::Outbox;
@@ -195,6 +196,11 @@ impl CacheNetClassify {
             interval: s.interval.max(1),
             track_timeout: s.track_timeout.max(1) as u64,
             prefetch: s.prefetch,
+            audit: AuditConfig {
+                interval: s.audit_interval,
+                seed: s.audit_seed,
+                target: (s.target_agreement >= 0.0).then_some(s.target_agreement),
+            },
         };
         let full = match (&local, s.mode) {
             (Some((dir, m)), Mode::Device) => Some(
