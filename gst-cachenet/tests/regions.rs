@@ -212,6 +212,45 @@ fn each_region_is_an_object_with_its_own_submodel() {
     );
 }
 
+/// With regions=roi each object's hits are audited with the object's crop: the edge answers
+/// for that crop (dark and bright objects each get their own class back).
+#[test]
+fn each_regions_hits_are_audited_with_its_crop() {
+    let e = edge();
+    let mut h = harness(&[
+        ("edge-url", &e.url()),
+        ("regions", "roi"),
+        ("cache-size", "2"),
+        ("audit-interval", "1"),
+        ("audit-seed", "9"),
+    ]);
+    let bus = h.el.bus().unwrap();
+    h.push(&[DARK, BRIGHT]);
+    h.settle();
+    let mut seen = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 2 {
+        assert!(Instant::now() < deadline, "audits of both objects: {seen:?}");
+        let r = h.push(&[DARK, BRIGHT]);
+        assert!(r.iter().all(|(_, _, c)| c.hit), "{r:?}");
+        let objects: Vec<u64> = r.iter().map(|(_, _, c)| c.object_id.unwrap()).collect();
+        while let Some(m) = bus.pop_filtered(&[gst::MessageType::Element]) {
+            let s = m.structure().unwrap();
+            if s.name() != "cachenet-audit" {
+                continue;
+            }
+            let object = s.get::<u64>("object-id").unwrap();
+            assert!(objects.contains(&object), "{s}");
+            assert!(s.get::<bool>("agree").unwrap(), "{s}");
+            seen.insert(object, s.get::<String>("edge-label").unwrap());
+        }
+    }
+    let mut labels: Vec<_> = seen.into_values().collect();
+    labels.sort();
+    assert_eq!(labels, ["black", "white"]);
+    assert_eq!(h.stat("misses"), 1, "audits are no misses");
+}
+
 #[test]
 fn regions_are_filtered_by_type_and_size() {
     let mut h = harness(&[
