@@ -61,6 +61,24 @@ struct Args {
     /// first link ("": none).
     #[arg(long, default_value = "segments")]
     compare_sequence: String,
+    /// Drift scenario on these sequences (comma-separated: known orders such as camera and
+    /// grouped, or frame folders), first link: Device, CacheNet at its fixed threshold, and
+    /// CacheNet calibrated (target-agreement), the CacheNet runs interleaved --drift-runs times
+    /// ("": none).
+    #[arg(long, default_value = "")]
+    drift: String,
+    #[arg(long, default_value_t = 3)]
+    drift_runs: usize,
+    /// target-agreement of the calibrated runs.
+    #[arg(long, default_value_t = 0.97)]
+    drift_target: f64,
+    /// audit-interval of both CacheNet runs of the drift scenario.
+    #[arg(long, default_value_t = 50)]
+    drift_audit_interval: u32,
+    /// Only the drift scenario (drift.md, drift.json): no link tables, sweep, cache sizes,
+    /// overhead or engine timings.
+    #[arg(long)]
+    drift_only: bool,
     /// Output folder.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -340,7 +358,7 @@ fn real_main() -> Result<(), String> {
                mode: &str,
                url: &str,
                extra: &[String]|
-     -> Result<(RunOutput, Vec<report::SwapMsg>, f64), String> {
+     -> Result<(RunOutput, Vec<report::SwapMsg>, f64, report::AuditCounts), String> {
         let mut args: Vec<String> = vec![
             "-m".into(),
             "multifilesrc".into(),
@@ -384,10 +402,12 @@ fn real_main() -> Result<(), String> {
             ));
         }
         let swaps = report::parse_swaps(&stdout);
+        let audits = report::parse_audits(&stdout).unwrap_or_default();
         Ok((
             (msgs, usage, (after.0 - before.0, after.1 - before.1)),
             swaps,
             edge_cpu,
+            audits,
         ))
     };
     let mut modes = a.modes.clone();
@@ -413,7 +433,7 @@ fn real_main() -> Result<(), String> {
         if let Some(t) = threshold {
             extra.push(format!("threshold={t}"));
         }
-        let ((msgs, usage, bytes), swaps, edge_cpu) = run(dir, count, mode, url, &extra)?;
+        let ((msgs, usage, bytes), swaps, edge_cpu, audits) = run(dir, count, mode, url, &extra)?;
         if mode == "device" {
             let mut r = vec![-1; count];
             for m in &msgs {
@@ -432,6 +452,7 @@ fn real_main() -> Result<(), String> {
         )
         .with_edge_cpu(edge_cpu);
         row.swap_costs = report::summarize_swaps(&swaps);
+        row.audits = audits;
         eprintln!(
             "    {:.1} FPS (pipeline), {:.1} element FPS, accuracy {:.2} %, hit rate {:.1} %",
             row.fps,
@@ -441,6 +462,81 @@ fn real_main() -> Result<(), String> {
         );
         Ok(row)
     };
+    let link_name = |l: &Option<Link>| l.as_ref().map_or("none".to_string(), |l| l.name.clone());
+    let drift_seqs: Vec<String> = list(&a.drift).map_err(|e| format!("--drift: {e}"))?;
+    let mut drift_rows: Vec<(String, Vec<ModeReport>)> = Vec::new();
+    for seq in &drift_seqs {
+        let dir = frames_folder(&a, seq)?;
+        let labels = read_labels(&dir)?;
+        let mut reference = None;
+        let first = link_name(&links[0]);
+        let device = measure(
+            &first,
+            &dir,
+            &labels,
+            &mut reference,
+            "device",
+            &url_of(0),
+            None,
+            vec![],
+        )?;
+        let audit = format!("audit-interval={}", a.drift_audit_interval);
+        let variants = [
+            ("cachenet, fixed threshold".to_string(), vec![audit.clone()]),
+            (
+                format!("cachenet, target-agreement {}", a.drift_target),
+                vec![audit.clone(), format!("target-agreement={}", a.drift_target)],
+            ),
+        ];
+        // Interleaved: fixed, calibrated, fixed, calibrated, ...
+        let mut runs: Vec<Vec<ModeReport>> = vec![Vec::new(); variants.len()];
+        for _ in 0..a.drift_runs.max(1) {
+            for (i, (_, extra)) in variants.iter().enumerate() {
+                runs[i].push(measure(
+                    &first,
+                    &dir,
+                    &labels,
+                    &mut reference,
+                    "cachenet",
+                    &url_of(0),
+                    None,
+                    extra.clone(),
+                )?);
+            }
+        }
+        let mut rows = vec![device];
+        for ((name, _), r) in variants.iter().zip(runs) {
+            let mut row = report::median_run(r);
+            row.mode = name.clone();
+            rows.push(row);
+        }
+        drift_rows.push((seq.clone(), rows));
+    }
+    if !drift_rows.is_empty() {
+        let md = report::drift_markdown(&drift_rows, a.drift_runs.max(1), a.drift_audit_interval);
+        let cpu_text = limit.fraction.map_or("no CPU limit".to_string(), |f| {
+            format!("device CPU {f} of one core")
+        });
+        let md = format!(
+            "Drift scenario, link {}, {cpu_text}, {build} build, model set {}.\n\n{md}",
+            link_name(&links[0]),
+            a.model_dir.display()
+        );
+        std::fs::write(a.out.join("drift.md"), &md).map_err(|e| e.to_string())?;
+        let json: serde_json::Map<String, serde_json::Value> = drift_rows
+            .iter()
+            .map(|(s, rows)| (s.clone(), serde_json::json!(rows)))
+            .collect();
+        std::fs::write(
+            a.out.join("drift.json"),
+            serde_json::to_vec_pretty(&json).expect("json"),
+        )
+        .map_err(|e| e.to_string())?;
+        println!("{md}");
+    }
+    if a.drift_only {
+        return Ok(());
+    }
     // Device and submodel-only never touch the network: measured once, shown in every link's
     // table; Edge and CacheNet per link.
     let mut reference = None;
@@ -460,7 +556,6 @@ fn real_main() -> Result<(), String> {
             vec![],
         )?);
     }
-    let link_name = |l: &Option<Link>| l.as_ref().map_or("none".to_string(), |l| l.name.clone());
     let mut per_link: Vec<(String, Vec<ModeReport>)> = Vec::new();
     for (i, l) in links.iter().enumerate() {
         let mut rows: Vec<ModeReport> = Vec::new();

@@ -44,6 +44,30 @@ pub fn parse_messages(text: &str) -> Vec<FrameMsg> {
         .collect()
 }
 
+/// The audit counters of a run, from the element's `cachenet-stats` message at end of stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AuditCounts {
+    pub sent: u64,
+    pub answered: u64,
+    pub agree: u64,
+    pub dropped: u64,
+    /// The threshold in use for the active submodel at the end.
+    pub final_threshold: f64,
+}
+
+/// The audit counters of the last `cachenet-stats` line of `gst-launch-1.0 -m` output.
+pub fn parse_audits(text: &str) -> Option<AuditCounts> {
+    let l = text.lines().rev().find(|l| l.contains("cachenet-stats"))?;
+    let num = |n: &str| field(l, n).and_then(|v| v.parse().ok());
+    Some(AuditCounts {
+        sent: num("audits-sent")?,
+        answered: num("audits")?,
+        agree: num("audit-agree")?,
+        dropped: num("audits-dropped")?,
+        final_threshold: field(l, "threshold")?.parse().ok()?,
+    })
+}
+
 /// One `cachenet-swap` message: a submodel became usable.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SwapMsg {
@@ -171,6 +195,8 @@ pub struct ModeReport {
     /// Cameras at 30 FPS one edge core carries in this mode (1000 / 30 / edge CPU per 1000).
     pub cameras_per_edge_core: Option<f64>,
     pub swap_costs: SwapSummary,
+    /// Audits of hits (the element's counters at end of stream).
+    pub audits: AuditCounts,
 }
 
 /// Summarise one run. `labels[frame]` is the true class; `reference[frame]` the full model's.
@@ -244,6 +270,7 @@ pub fn summarize(
         edge_cpu_s_per_1000: 0.0,
         cameras_per_edge_core: None,
         swap_costs: SwapSummary::default(),
+        audits: AuditCounts::default(),
     }
 }
 
@@ -288,6 +315,70 @@ pub fn markdown(rows: &[ModeReport]) -> String {
                 .map(|c| format!("{c:.0}"))
                 .unwrap_or_else(|| "–".into())
         ));
+    }
+    s
+}
+
+/// One row for repeated runs of one setting: the run of median FPS, with the median of each
+/// rate over all runs (accuracy, agreement, hit rate).
+pub fn median_run(mut runs: Vec<ModeReport>) -> ModeReport {
+    assert!(!runs.is_empty(), "at least one run");
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let accuracy = med(runs.iter().map(|r| r.accuracy).collect());
+    let hit_rate = med(runs.iter().map(|r| r.hit_rate).collect());
+    let agreement = runs
+        .iter()
+        .map(|r| r.agreement)
+        .collect::<Option<Vec<f64>>>()
+        .map(med);
+    runs.sort_by(|a, b| a.fps.total_cmp(&b.fps));
+    let mut row = runs.swap_remove(runs.len() / 2);
+    row.accuracy = accuracy;
+    row.hit_rate = hit_rate;
+    row.agreement = agreement;
+    row
+}
+
+/// The drift scenario's table: per sequence, Device and the CacheNet settings.
+pub fn drift_markdown(rows: &[(String, Vec<ModeReport>)], runs: usize, interval: u32) -> String {
+    let mut s = format!(
+        "CacheNet rows: medians of {runs} interleaved runs, audit-interval {interval}. Agreement \
+         is with the full model's answers (the Device run); audits % = edge requests from audits \
+         per frame.\n\n\
+         | sequence | run | FPS (pipeline) | accuracy | agreement with full | hit rate | audits sent | audits dropped | audits % of frames | audited agreement | threshold at the end |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for (seq, rows) in rows {
+        for r in rows {
+            let a = &r.audits;
+            let cachenet = r.mode.starts_with("cachenet");
+            let or_dash = |v: String| if cachenet { v } else { "–".into() };
+            s.push_str(&format!(
+                "| {seq} | {} | {:.1} | {:.2} % | {} | {:.1} % | {} | {} | {} | {} | {} |\n",
+                r.mode,
+                r.fps,
+                100.0 * r.accuracy,
+                r.agreement
+                    .map(|x| format!("{:.2} %", 100.0 * x))
+                    .unwrap_or_else(|| "–".into()),
+                100.0 * r.hit_rate,
+                or_dash(a.sent.to_string()),
+                or_dash(a.dropped.to_string()),
+                or_dash(format!(
+                    "{:.2} %",
+                    100.0 * a.sent as f64 / r.frames.max(1) as f64
+                )),
+                or_dash(if a.answered > 0 {
+                    format!("{:.1} %", 100.0 * a.agree as f64 / a.answered as f64)
+                } else {
+                    "–".into()
+                }),
+                or_dash(format!("{:.3}", a.final_threshold)),
+            ));
+        }
     }
     s
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 #[test]
 fn bench_runs_every_mode_and_writes_its_outputs() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = tempfile_dir();
+    let out = tempfile_dir("smoke");
     let st = Command::new(env!("CARGO_BIN_EXE_cachenet-bench"))
         .current_dir(&root)
         .args([
@@ -83,8 +83,56 @@ fn bench_runs_every_mode_and_writes_its_outputs() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-fn tempfile_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cachenet-bench-smoke-{}", std::process::id()));
+fn tempfile_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "cachenet-bench-{name}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// The drift scenario alone on a few dozen frames: Device, then the fixed and the calibrated
+/// CacheNet runs, interleaved, with the element's audit counters from its end-of-stream stats.
+#[test]
+fn drift_scenario_runs_and_counts_audits() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = tempfile_dir("drift");
+    let st = Command::new(env!("CARGO_BIN_EXE_cachenet-bench"))
+        .current_dir(&root)
+        .args(["--frames", "60", "--sequence", "grouped", "--device-cpu", "0"])
+        .args(["--link", "none", "--drift", "grouped", "--drift-runs", "2"])
+        .args(["--drift-audit-interval", "2", "--drift-only", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{stderr}");
+    assert!(!out.join("results.json").exists(), "--drift-only runs nothing else");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("drift.json")).unwrap()).unwrap();
+    let rows = json["grouped"].as_array().unwrap();
+    let modes: Vec<&str> = rows.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(
+        modes,
+        [
+            "device",
+            "cachenet, fixed threshold",
+            "cachenet, target-agreement 0.97"
+        ]
+    );
+    assert_eq!(
+        stderr.matches(": cachenet audit-interval=2").count(),
+        4,
+        "two interleaved runs of each: {stderr}"
+    );
+    for r in &rows[1..] {
+        let a = &r["audits"];
+        let (sent, dropped) = (a["sent"].as_u64().unwrap(), a["dropped"].as_u64().unwrap());
+        assert!(sent > 0 && sent + dropped <= 60, "{r}");
+        assert!(a["answered"].as_u64().unwrap() <= sent);
+        assert!(a["final_threshold"].as_f64().unwrap() > 0.0);
+    }
+    let md = std::fs::read_to_string(out.join("drift.md")).unwrap();
+    assert!(md.contains("| grouped | cachenet, target-agreement 0.97 |"), "{md}");
 }

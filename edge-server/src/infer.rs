@@ -107,13 +107,15 @@ fn selector_tensor(
     Ok(tensor)
 }
 
-/// One request's answer, and the submodel whose hit it audits (an audit, not a miss).
+/// One request's answer, the submodel whose hit it audits (an audit, not a miss), and the
+/// frame at the full model's input when asked for (`--collect`).
 pub(crate) struct Answered {
     pub response: proto::InferResponse,
     pub audited: Option<u32>,
+    pub pixels: Option<Vec<u8>>,
 }
 
-pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<Answered, ApiError> {
+pub(crate) fn infer(set: &ModelSet, body: &[u8], keep_pixels: bool) -> Result<Answered, ApiError> {
     let req = proto::InferRequest::decode(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed InferRequest protobuf: {e}")))?;
     if req.api_version != proto::API_VERSION {
@@ -201,6 +203,7 @@ pub(crate) fn infer(set: &ModelSet, body: &[u8]) -> Result<Answered, ApiError> {
     Ok(Answered {
         response,
         audited: req.audited_submodel,
+        pixels: keep_pixels.then(|| pixels.to_vec()),
     })
 }
 

@@ -3,6 +3,7 @@
 //! It holds one or more model sets (full model, selector, submodels) and answers devices over
 //! HTTP/1.1 with protobuf bodies; see the README for the API.
 
+pub mod collect;
 pub mod error;
 mod infer;
 pub mod listen;
@@ -59,6 +60,8 @@ pub struct Config {
     pub uploads: usize,
     /// Serve HTTPS with this certificate and key ([`listen::tls_config`]); None: plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Write the frames of misses and audits with the full model's answers (`--collect`).
+    pub collect: Option<Arc<collect::Collector>>,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             max_body_bytes: 16 << 20,
             uploads: 64,
             tls: None,
+            collect: None,
         }
     }
 }
@@ -179,7 +183,7 @@ impl AppState {
 /// Answer one `InferRequest` body for `set` as `POST /v1/models/{set}/infer` does (decode,
 /// checks, image decoding, full model and selector), without HTTP: for embedding and fuzzing.
 pub fn infer_request(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse, ApiError> {
-    infer::infer(set, body).map(|a| a.response)
+    infer::infer(set, body, false).map(|a| a.response)
 }
 
 /// The HTTP routes.
@@ -440,11 +444,20 @@ async fn infer_handler(
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || {
         let _permits = (admitted, worker);
-        infer::infer(&set, &body).map(|a| {
+        let collect = st.0.config.collect.as_deref();
+        infer::infer(&set, &body, collect.is_some()).map(|a| {
             let m = &st.0.metrics;
             m.inference(set.name(), started.elapsed(), a.response.submodel_id);
             if let Some(id) = a.audited {
                 m.audit(set.name(), id);
+            }
+            if let (Some(c), Some(px)) = (collect, &a.pixels) {
+                let kind = match a.audited {
+                    Some(_) => collect::Kind::Audit,
+                    None => collect::Kind::Miss,
+                };
+                let spec = set.manifest.full_input();
+                c.record(set.name(), kind, a.audited, px, spec, &a.response);
             }
             a.response
         })

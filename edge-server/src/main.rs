@@ -46,6 +46,14 @@ struct Args {
     /// Host names or IP addresses the certificate of --make-certs is valid for.
     #[arg(long, default_values_t = vec!["localhost".to_string(), "127.0.0.1".to_string()])]
     cert_host: Vec<String>,
+    /// Write the frames of misses and audits (PNG at the full model's input) with the full
+    /// model's answer (JSON) into DIR/<set>/: material to retrain or distil the set for these
+    /// cameras.
+    #[arg(long, value_name = "DIR")]
+    collect: Option<PathBuf>,
+    /// Most the --collect folder holds, in MB; the oldest frames are deleted first.
+    #[arg(long, default_value_t = 1024, requires = "collect")]
+    collect_max_mb: u64,
     /// Validate the model sets, print a line per set and exit.
     #[arg(long)]
     check: bool,
@@ -115,6 +123,15 @@ fn main() -> ExitCode {
     }
     if let Some(q) = args.queue {
         config.queue = q;
+    }
+    if let Some(dir) = &args.collect {
+        match cachenet_edge::collect::Collector::open(dir, args.collect_max_mb << 20) {
+            Ok(c) => config.collect = Some(std::sync::Arc::new(c)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         match cachenet_edge::listen::tls_config(cert, key) {

@@ -348,3 +348,43 @@ fn auditing_off_sends_nothing_but_misses() {
     }
     assert!(h.drain().0.is_empty());
 }
+
+/// `--collect`: the real edge writes the frames of misses and audits with the full model's
+/// answers, the material to retrain the set for this camera.
+#[test]
+fn the_edge_collects_missed_and_audited_frames() {
+    use cachenet_edge::{AppState, Background, Config, collect::Collector};
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::load(Config {
+        model_dirs: vec![tiny()],
+        collect: Some(Arc::new(Collector::open(dir.path(), 1 << 20).unwrap())),
+        ..Config::default()
+    })
+    .unwrap();
+    let e = Background::start(state, "127.0.0.1:0").unwrap();
+    let mut h = harness(&e.url(), &[("audit-interval", "1"), ("audit-seed", "2")]);
+    let miss = h.push(240);
+    assert_eq!(miss.source, "edge");
+    let until = deadline();
+    while h.stat("audits") == 0 {
+        assert!(Instant::now() < until, "no audit answered");
+        h.push(DARK);
+    }
+    let folder = dir.path().join("tiny");
+    let mut kinds = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for f in std::fs::read_dir(&folder).unwrap().flatten() {
+        let p = f.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            assert!(p.with_extension("png").exists());
+            kinds
+                .entry(j["kind"].as_str().unwrap().to_string())
+                .or_insert_with(std::collections::BTreeSet::new)
+                .insert(j["label"].as_str().unwrap().to_string());
+        }
+    }
+    // The bright frame missed (white); dark frames are audited (black), and may have missed
+    // while submodel 1 was active.
+    assert!(kinds["miss"].contains("white"), "{kinds:?}");
+    assert_eq!(kinds["audit"], ["black".to_string()].into(), "{kinds:?}");
+}

@@ -84,14 +84,7 @@ impl ObjectImpl for CacheNetClassify {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "swaps-pending" => (self.generation.swaps_pending() as u32).to_value(),
-            "stats" => {
-                let mut st = publish::stats_structure(&self.stats.lock().unwrap());
-                st.set(
-                    "messages-dropped",
-                    self.messages_dropped.load(Ordering::Relaxed),
-                );
-                st.to_value()
-            }
+            "stats" => self.stats_structure().to_value(),
             name => self
                 .settings
                 .lock()
@@ -238,8 +231,8 @@ impl BaseTransformImpl for CacheNetClassify {
             .ok_or(gst::FlowError::Flushing)?;
         let late = self.is_late(buf);
         let classified = self.classify(&mut state, buf, late);
-        *self.stats.lock().unwrap() = state.runtime.stats();
         let events = state.runtime.end_frame();
+        *self.stats.lock().unwrap() = state.runtime.stats();
         let out = match classified {
             Ok(results) => {
                 self.publish(&mut state, buf, &results, &events, post, started);
@@ -261,6 +254,13 @@ impl BaseTransformImpl for CacheNetClassify {
 
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
+            // The run's counters, for applications that read the bus only (gst-launch -m).
+            gst::EventView::Eos(_) if self.settings.lock().unwrap().post_messages => {
+                let s = self.stats_structure();
+                let _ = self
+                    .obj()
+                    .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+            }
             // Out of band: cancels a sync wait and background work in flight.
             gst::EventView::FlushStart(_) => self.generation.bump(),
             // Serialized, on the streaming thread: nothing asked before the flush is pending.
@@ -274,5 +274,17 @@ impl BaseTransformImpl for CacheNetClassify {
             _ => {}
         }
         self.parent_sink_event(event)
+    }
+}
+
+impl CacheNetClassify {
+    /// The `stats` property's structure (`cachenet-stats`), also posted at end of stream.
+    fn stats_structure(&self) -> gst::Structure {
+        let mut st = publish::stats_structure(&self.stats.lock().unwrap());
+        st.set(
+            "messages-dropped",
+            self.messages_dropped.load(Ordering::Relaxed),
+        );
+        st
     }
 }
