@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
-use cachenet_core::engine::{Backend, Model};
+use cachenet_core::engine::{BackendChoice, Engine, Model};
 use cachenet_core::manifest::{Manifest, read_verified};
 use serde::Serialize;
 
@@ -136,11 +136,15 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     for (f, input) in &files {
         let bytes = read_verified(dir, f).map_err(|e| e.to_string())?;
         let load = |backend| {
-            Model::from_bytes_on(&f.file, &bytes, input.shape(), m.labels.len(), backend)
+            let engine = Engine {
+                backend,
+                ..Engine::default()
+            };
+            Model::load(&f.file, &bytes, input.shape(), m.labels.len(), &engine)
                 .map(|(m, _)| m)
                 .map_err(|e| e.to_string())
         };
-        let (model, tract) = (load(Backend::Direct)?, load(Backend::Tract)?);
+        let (model, tract) = (load(BackendChoice::Auto)?, load(BackendChoice::Tract)?);
         let input: Vec<f32> = (0..model.input_len())
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect();
@@ -189,10 +193,7 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
             let onnxruntime_ms = complete.then(|| best(&o));
             EngineRow {
                 file: f.0.file.clone(),
-                plan: match pair[0].backend() {
-                    Backend::Direct => "direct".into(),
-                    Backend::Tract => "tract".into(),
-                },
+                plan: pair[0].backend().as_str().into(),
                 engine_ms,
                 tract_ms: best(&t),
                 onnxruntime_ms,

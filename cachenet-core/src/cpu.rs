@@ -9,12 +9,46 @@
 //! calling a function compiled for instructions the baseline lacks is only sound on a CPU that
 //! has them, which each call site checks first.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The AVX-512 switch: 0 not read yet, 1 allowed, 2 switched off.
+static AVX512_SWITCH: AtomicU8 = AtomicU8::new(0);
+
+/// Switch the AVX-512 code paths off (`false`) or back on, for this process: models loaded
+/// afterwards take the path of CPUs without AVX-512 (`matrixmultiply`'s kernels for the
+/// engine's products, AVX2 for the scaler), the path ARM boards and most desktop CPUs take. The
+/// environment variable `CACHENET_AVX512=0` does the same from the start. Results are the same
+/// on either path up to float rounding (tests compare them).
+pub fn set_avx512(enabled: bool) {
+    AVX512_SWITCH.store(if enabled { 1 } else { 2 }, Ordering::Release);
+}
+
+fn avx512_allowed() -> bool {
+    match AVX512_SWITCH.load(Ordering::Acquire) {
+        1 => true,
+        2 => false,
+        _ => {
+            let off = std::env::var("CACHENET_AVX512").is_ok_and(|v| v.trim() == "0");
+            // A concurrent set_avx512 wins over the environment.
+            let _ = AVX512_SWITCH.compare_exchange(
+                0,
+                if off { 2 } else { 1 },
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            AVX512_SWITCH.load(Ordering::Acquire) == 1
+        }
+    }
+}
+
 /// Whether this x86-64 CPU has AVX-512 (F and BW) with AVX2 and FMA (every AVX-512 CPU does;
-/// checked all the same). False on other architectures.
+/// checked all the same) and the AVX-512 paths are not switched off ([`set_avx512`]). False on
+/// other architectures.
 pub fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        avx512_allowed()
+            && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && avx2()
     }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::engine::{LoadTimings, Model};
+use crate::engine::{Engine, LoadTimings, Model};
 use crate::manifest::{Manifest, ModelFile, read_verified};
 use crate::maths::Classification;
 use crate::selector::{self, Selection};
@@ -30,9 +30,15 @@ pub struct ModelSet {
     pub submodels: Vec<LoadedSubmodel>,
 }
 
-/// Load submodel `id` of `manifest` (its own input, the set's labels).
-pub fn load_submodel(manifest: &Manifest, id: u32, name: &str, bytes: &[u8]) -> Result<Model> {
-    load_submodel_timed(manifest, id, name, bytes).map(|(m, _)| m)
+/// Load submodel `id` of `manifest` (its own input, the set's labels) on `engine`.
+pub fn load_submodel(
+    manifest: &Manifest,
+    id: u32,
+    name: &str,
+    bytes: &[u8],
+    engine: &Engine,
+) -> Result<Model> {
+    load_submodel_timed(manifest, id, name, bytes, engine).map(|(m, _)| m)
 }
 
 /// [`load_submodel`], with the time spent parsing and optimising.
@@ -41,42 +47,61 @@ pub fn load_submodel_timed(
     id: u32,
     name: &str,
     bytes: &[u8],
+    engine: &Engine,
 ) -> Result<(Model, LoadTimings)> {
     let shape = manifest.submodel_input(id).shape();
-    Model::from_bytes_timed(name, bytes, shape, manifest.labels.len())
+    Model::load(name, bytes, shape, manifest.labels.len(), engine)
 }
 
-fn load_file(dir: &Path, entry: &ModelFile, shape: [usize; 4], output_len: usize) -> Result<Model> {
+fn load_file(
+    dir: &Path,
+    entry: &ModelFile,
+    shape: [usize; 4],
+    output_len: usize,
+    engine: &Engine,
+) -> Result<Model> {
     let bytes = read_verified(dir, entry)?;
     let name = dir.join(&entry.file).display().to_string();
-    Model::from_bytes(&name, &bytes, shape, output_len)
+    Model::load(&name, &bytes, shape, output_len, engine).map(|(m, _)| m)
 }
 
 /// Load the full model of the set in `dir` (its size and sha256 checked against the manifest).
-pub fn load_local_full(dir: &Path, manifest: &Manifest) -> Result<Model> {
+pub fn load_local_full(dir: &Path, manifest: &Manifest, engine: &Engine) -> Result<Model> {
     let shape = manifest.full_input().shape();
     load_file(
         dir,
         &manifest.full_model.model_file(),
         shape,
         manifest.labels.len(),
+        engine,
     )
 }
 
 /// Load submodel `id` of the set in `dir` (checked like [`load_local_full`]). A device loads
 /// only the models its mode runs.
-pub fn load_local_submodel(dir: &Path, manifest: &Manifest, id: u32) -> Result<Model> {
+pub fn load_local_submodel(
+    dir: &Path,
+    manifest: &Manifest,
+    id: u32,
+    engine: &Engine,
+) -> Result<Model> {
     let spec = manifest.submodel(id).ok_or_else(|| CoreError::Manifest {
         path: dir.join(crate::manifest::MANIFEST_FILE),
         message: format!("no submodel {id}"),
     })?;
     let shape = manifest.submodel_input(id).shape();
-    load_file(dir, &spec.model_file(), shape, manifest.labels.len())
+    load_file(dir, &spec.model_file(), shape, manifest.labels.len(), engine)
 }
 
 impl ModelSet {
-    /// Load `dir`: manifest, sha256 and size of every file, ONNX shapes.
+    /// Load `dir`: manifest, sha256 and size of every file, ONNX shapes (the default engine).
     pub fn load(dir: &Path) -> Result<ModelSet> {
+        Self::load_on(dir, &Engine::default())
+    }
+
+    /// [`ModelSet::load`] on `engine` (the full model and the submodels; the selector, a few
+    /// multiply-adds, on the default engine).
+    pub fn load_on(dir: &Path, engine: &Engine) -> Result<ModelSet> {
         let (manifest, manifest_bytes) = Manifest::load_with_bytes(dir)?;
         let classes = manifest.labels.len();
         let full = load_file(
@@ -84,18 +109,20 @@ impl ModelSet {
             &manifest.full_model.model_file(),
             manifest.full_input().shape(),
             classes,
+            engine,
         )?;
         let selector = load_file(
             dir,
             &manifest.selector.model_file(),
             manifest.selector_shape(),
             2,
+            &Engine::default(),
         )?;
         let mut submodels = Vec::with_capacity(manifest.submodels.len());
         for spec in &manifest.submodels {
             let bytes = read_verified(dir, &spec.model_file())?;
             let name = dir.join(&spec.file).display().to_string();
-            let model = load_submodel(&manifest, spec.id, &name, &bytes)?;
+            let model = load_submodel(&manifest, spec.id, &name, &bytes, engine)?;
             submodels.push(LoadedSubmodel {
                 id: spec.id,
                 sha256: spec.sha256.to_ascii_lowercase(),

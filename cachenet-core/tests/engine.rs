@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cachenet_core::engine::{Backend, Model};
+use cachenet_core::engine::{Backend, BackendChoice, Engine, Model};
 use cachenet_core::manifest::{Manifest, read_verified};
 use prost::Message;
 use tract_onnx::pb;
@@ -29,12 +29,33 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Load `bytes` on both plans and compare their outputs on a few inputs.
+fn on(backend: BackendChoice) -> Engine {
+    Engine {
+        backend,
+        ..Engine::default()
+    }
+}
+
+/// Load `bytes` on both plans and compare their outputs on a few inputs. `want`: the plan
+/// `auto` takes; when it is tract's, the report says why the own plan refused the graph, and
+/// `backend=direct` is an error that says it too.
 fn agree(name: &str, bytes: &[u8], shape: [usize; 4], out: usize, want: Backend) {
-    let (direct, _) = Model::from_bytes_on(name, bytes, shape, out, Backend::Direct).unwrap();
-    let (tract, _) = Model::from_bytes_on(name, bytes, shape, out, Backend::Tract).unwrap();
+    let (direct, _) = Model::load(name, bytes, shape, out, &on(BackendChoice::Auto)).unwrap();
+    let (tract, _) = Model::load(name, bytes, shape, out, &on(BackendChoice::Tract)).unwrap();
     assert_eq!(direct.backend(), want, "{name}: plan taken");
     assert_eq!(tract.backend(), Backend::Tract);
+    assert_eq!(tract.plan().refused, None, "tract was asked for");
+    match want {
+        Backend::Tract => {
+            let why = direct.plan().refused.clone().expect("the reason");
+            assert!(direct.plan().to_string().contains(&why));
+            let e = Model::load(name, bytes, shape, out, &on(BackendChoice::Direct))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("refuses") && e.contains(&why), "{e}");
+        }
+        _ => assert_eq!(direct.plan().refused, None),
+    }
     let n: usize = shape.iter().product();
     for seed in 0..4 {
         let x = values(n, seed);

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachenet_core::engine::Model;
+use cachenet_core::engine::{Engine, Model};
 use cachenet_core::manifest::Manifest;
 use cachenet_core::modelset::load_submodel_timed;
 use cachenet_core::proto;
@@ -116,6 +116,8 @@ pub struct Remote {
     pub edge: EdgeClient,
     pub store: Option<Store>,
     pub manifest: Arc<Manifest>,
+    /// What swapped submodels are loaded on (the element's `backend`).
+    pub engine: Engine,
 }
 
 impl Remote {
@@ -218,7 +220,7 @@ impl Remote {
                 store_error,
             });
         }
-        let (model, load) = load_submodel_timed(&self.manifest, id, &spec.file, &bytes)
+        let (model, load) = load_submodel_timed(&self.manifest, id, &spec.file, &bytes, &self.engine)
             .map_err(|e| format!("submodel {id} rejected: {e}"))?;
         timings.parse_us = load.parse_us;
         timings.optimise_us = load.optimise_us;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cachenet_core::cache::SubmodelCache;
-use cachenet_core::engine::Model;
+use cachenet_core::engine::{Engine, Model};
 use cachenet_core::manifest::{InputSpec, Manifest};
 use cachenet_core::maths::Classification;
 use cachenet_core::preprocess::normalize_into;
@@ -183,6 +183,9 @@ pub struct Stats {
     pub agreements: Vec<Agreement>,
     /// The threshold in use for the whole frame's active submodel.
     pub threshold: f32,
+    /// Each loaded model's plan ("submodel 0: direct", "full model: tract; the own plan
+    /// refused the graph: grouped Conv").
+    pub plans: Vec<String>,
 }
 
 impl Stats {
@@ -216,6 +219,8 @@ pub struct Config {
     pub prefetch: bool,
     /// Audits of hits and threshold calibration (mode cachenet, with an edge).
     pub audit: AuditConfig,
+    /// What submodels fetched later are loaded on (the element's `backend`).
+    pub engine: Engine,
 }
 
 impl Config {
@@ -232,6 +237,7 @@ impl Config {
             track_timeout: 30,
             prefetch: false,
             audit: AuditConfig::default(),
+            engine: Engine::default(),
         }
     }
 }
@@ -305,6 +311,8 @@ pub struct FrameEvents {
     pub audits: Vec<AuditEvent>,
     /// Thresholds that calibration moved.
     pub thresholds: Vec<Moved>,
+    /// Models loaded on this frame: which plan runs each (logged once per model).
+    pub plans: Vec<String>,
 }
 
 /// An answered audit (for the `cachenet-audit` bus message).
@@ -390,6 +398,8 @@ pub struct Runtime {
     call: Call,
     /// The edge refused this element's token: no more requests until a restart.
     refused: bool,
+    /// A provider fallback was warned about (one warning per element).
+    provider_warned: bool,
 }
 
 impl Runtime {
@@ -431,6 +441,7 @@ impl Runtime {
             edge,
             store,
             manifest: manifest.clone(),
+            engine: config.engine.clone(),
         });
         let offloading = matches!(config.mode, Mode::CacheNet | Mode::Edge);
         let offloader = match &remote {
@@ -514,11 +525,58 @@ impl Runtime {
             events: FrameEvents::default(),
             call: Call::default(),
             refused: false,
-        })
+            provider_warned: false,
+        }
+        .with_plans_noted())
     }
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The models loaded at start, noted as [`Runtime::note_plan`] does.
+    fn with_plans_noted(mut self) -> Runtime {
+        if let Some(full) = self.full.clone() {
+            self.note_plan("full model".into(), &full);
+        }
+        for id in self.cache.ids_mru() {
+            if let Some(m) = self.cache.peek(id).cloned() {
+                self.note_plan(format!("submodel {id}"), &m);
+            }
+        }
+        self
+    }
+
+    /// A model was loaded: which plan runs it goes to this frame's events (logged once), and a
+    /// provider that could not start is one warning per element.
+    fn note_plan(&mut self, what: String, model: &Model) {
+        let plan = model.plan();
+        self.events.plans.push(format!("{what}: {plan}"));
+        if let Some(w) = &plan.warning
+            && !self.provider_warned
+        {
+            self.provider_warned = true;
+            self.events.warnings.push(format!("{what}: {w}"));
+        }
+    }
+
+    /// Each loaded model's plan (full model, cached submodels, kept plans), for `stats`.
+    fn plans(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .full
+            .iter()
+            .map(|m| format!("full model: {}", m.plan()))
+            .collect();
+        let mut ids: Vec<u32> = self.cache.ids_mru();
+        ids.extend(self.plans.keys().copied().filter(|id| !self.cache.contains(*id)));
+        ids.sort_unstable();
+        for id in ids {
+            let m = self.cache.peek(id).or_else(|| self.plans.get(&id));
+            if let Some(m) = m {
+                out.push(format!("submodel {id}: {}", m.plan()));
+            }
+        }
+        out
     }
 
     /// The counters, with the active submodel (of the whole frame) filled in.
@@ -529,6 +587,7 @@ impl Runtime {
             objects: self.tracks.len() as u64,
             agreements: self.auditor.agreements(),
             threshold: self.threshold_of(active),
+            plans: self.plans(),
             ..self.stats.clone()
         }
     }
@@ -972,6 +1031,7 @@ impl Runtime {
             }
             self.stats.bytes_down += f.traffic.down;
             if let Some(model) = f.model {
+                self.note_plan(format!("submodel {id}"), &model);
                 self.plans.insert(id, model);
             }
         }
@@ -1019,6 +1079,7 @@ impl Runtime {
                 let Some(model) = f.model else {
                     return; // a swap always compiles
                 };
+                self.note_plan(format!("submodel {id}"), &model);
                 if wanting.is_empty() {
                     // The edge has selected another submodel since: keep the compiled plan
                     // for later, but do not evict a cached submodel for it.

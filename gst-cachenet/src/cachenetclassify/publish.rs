@@ -45,6 +45,7 @@ pub(super) fn stats_structure(s: &Stats) -> gst::Structure {
         .field("audits-dropped", s.audits_dropped)
         .field("audits-failed", s.audits_failed)
         .field("threshold", s.threshold as f64)
+        .field("plans", gst::Array::new(s.plans.iter().map(String::as_str)))
         .field(
             "submodels",
             gst::List::new(s.agreements.iter().map(|a| {
@@ -243,6 +244,9 @@ impl CacheNetClassify {
         }
         if events.recovered {
             gst::info!(CAT, imp = self, "edge server answers again");
+        }
+        for p in &events.plans {
+            gst::info!(CAT, imp = self, "plan of {p}");
         }
         for m in &events.thresholds {
             gst::info!(

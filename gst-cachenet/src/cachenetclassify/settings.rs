@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use gst::glib;
 use gst::prelude::*;
 
-use super::{Mode, Offload, Regions};
+use super::{Backend, ExecutionProvider, Mode, Offload, Regions};
 use crate::secret::Secret;
 
 pub(super) const DEFAULT_MODE: Mode = Mode::CacheNet;
@@ -25,6 +25,8 @@ pub(super) const DEFAULT_INTERVAL: u32 = 1;
 pub(super) const DEFAULT_UNIQUE_ID: u32 = 0;
 pub(super) const DEFAULT_SKIP_LATE: bool = true;
 pub(super) const DEFAULT_MAX_PENDING_MESSAGES: u32 = 1000;
+pub(super) const DEFAULT_BACKEND: Backend = Backend::Auto;
+pub(super) const DEFAULT_EXECUTION_PROVIDER: ExecutionProvider = ExecutionProvider::Cpu;
 pub(super) const DEFAULT_AUDIT_INTERVAL: u32 = 50;
 pub(super) const DEFAULT_AUDIT_SEED: u64 = 0;
 pub(super) const DEFAULT_TARGET_AGREEMENT: f64 = -1.0;
@@ -58,6 +60,10 @@ pub(super) struct Settings {
     pub(super) audit_interval: u32,
     pub(super) audit_seed: u64,
     pub(super) target_agreement: f64,
+    pub(super) backend: Backend,
+    pub(super) execution_provider: ExecutionProvider,
+    pub(super) trt_cache_dir: Option<String>,
+    pub(super) onnxruntime_library: Option<String>,
 }
 
 impl Default for Settings {
@@ -90,6 +96,10 @@ impl Default for Settings {
             audit_interval: DEFAULT_AUDIT_INTERVAL,
             audit_seed: DEFAULT_AUDIT_SEED,
             target_agreement: DEFAULT_TARGET_AGREEMENT,
+            backend: DEFAULT_BACKEND,
+            execution_provider: DEFAULT_EXECUTION_PROVIDER,
+            trt_cache_dir: None,
+            onnxruntime_library: None,
         }
     }
 }
@@ -260,6 +270,26 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .default_value(DEFAULT_TARGET_AGREEMENT)
                 .mutable_ready()
                 .build(),
+            glib::ParamSpecEnum::builder_with_default("backend", DEFAULT_BACKEND)
+                .nick("Backend")
+                .blurb("What runs the models: auto (the engine's own plan where it takes the graph, else tract; the plan and the reason a graph was refused are in stats and the log), direct, tract, or onnxruntime (only when asked; builds with the onnxruntime feature, the library found at run time: onnxruntime-library, else ORT_DYLIB_PATH, else the system's libonnxruntime.so)")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecEnum::builder_with_default("execution-provider", DEFAULT_EXECUTION_PROVIDER)
+                .nick("Execution provider")
+                .blurb("backend=onnxruntime: cpu, cuda or tensorrt; a provider that cannot start falls back to the CPU with one warning naming why")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("trt-cache-dir")
+                .nick("TensorRT cache directory")
+                .blurb("execution-provider=tensorrt: keep TensorRT's engines here, so that only the first load of a model builds one")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("onnxruntime-library")
+                .nick("onnxruntime library")
+                .blurb("backend=onnxruntime: path of libonnxruntime.so (unset: ORT_DYLIB_PATH, else the system's); one library per process")
+                .mutable_ready()
+                .build(),
             glib::ParamSpecUInt::builder("swaps-pending")
                 .nick("Swaps pending")
                 .blurb("Submodels being fetched and compiled in the background; each becomes active at the next frame boundary after it is ready")
@@ -267,7 +297,7 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                 .nick("Statistics")
-                .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, prefetches, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,cpu,wait}-us (cpu: the device CPU time of the swaps' work, from verify to first run); audits: audits-sent, audits (answered), audit-agree, audits-dropped, audits-failed, threshold (in use for the active submodel) and submodels (a list of cachenet-agreement structures: submodel, audits, agree, window, agreement, agreement-low, agreement-high over its last 200 audits, 95 % Wilson interval, and threshold)")
+                .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, prefetches, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,cpu,wait}-us (cpu: the device CPU time of the swaps' work, from verify to first run); plans (each loaded model's plan: backend, provider, why the own plan refused a graph); audits: audits-sent, audits (answered), audit-agree, audits-dropped, audits-failed, threshold (in use for the active submodel) and submodels (a list of cachenet-agreement structures: submodel, audits, agree, window, agreement, agreement-low, agreement-high over its last 200 audits, 95 % Wilson interval, and threshold)")
                 .read_only()
                 .build(),
         ]
@@ -316,6 +346,12 @@ impl Settings {
             "target-agreement" => {
                 self.target_agreement = value.get().expect("type checked upstream")
             }
+            "backend" => self.backend = value.get().expect("type checked upstream"),
+            "execution-provider" => {
+                self.execution_provider = value.get().expect("type checked upstream")
+            }
+            "trt-cache-dir" => self.trt_cache_dir = opt(value),
+            "onnxruntime-library" => self.onnxruntime_library = opt(value),
             _ => return false,
         }
         true
@@ -351,6 +387,10 @@ impl Settings {
             "audit-interval" => self.audit_interval.to_value(),
             "audit-seed" => self.audit_seed.to_value(),
             "target-agreement" => self.target_agreement.to_value(),
+            "backend" => self.backend.to_value(),
+            "execution-provider" => self.execution_provider.to_value(),
+            "trt-cache-dir" => self.trt_cache_dir.to_value(),
+            "onnxruntime-library" => self.onnxruntime_library.to_value(),
             _ => return None,
         })
     }

@@ -3,10 +3,11 @@
 //! the runtime. Bad settings fail here with a message naming the setting.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use cachenet_core::engine::Engine;
 use cachenet_core::manifest::Manifest;
 use cachenet_core::modelset::{load_local_full, load_local_submodel, load_submodel};
 use gst::subclass::prelude::*;
@@ -150,6 +151,13 @@ impl CacheNetClassify {
         // of the local model set.
         // Only the modes that run submodels load any (device and edge modes never run one).
         let runs_submodels = matches!(s.mode, Mode::CacheNet | Mode::SubmodelOnly);
+        let engine = Engine {
+            backend: s.backend.into(),
+            provider: s.execution_provider.into(),
+            trt_cache_dir: s.trt_cache_dir.as_ref().map(PathBuf::from),
+            library: s.onnxruntime_library.as_ref().map(PathBuf::from),
+            threads: 1,
+        };
         let cache_size = s.cache_size.max(1) as usize;
         let mut initial = Vec::new();
         if runs_submodels && let Some(st) = &store {
@@ -165,7 +173,7 @@ impl CacheNetClassify {
                     continue;
                 };
                 if let Some(bytes) = st.load(&sha) {
-                    match load_submodel(&manifest, spec.id, &spec.file, &bytes) {
+                    match load_submodel(&manifest, spec.id, &spec.file, &bytes, &engine) {
                         Ok(m) => initial.push((spec.id, m)),
                         Err(e) => gst::warning!(CAT, imp = self, "cache-dir: ignoring {sha}: {e}"),
                     }
@@ -177,7 +185,7 @@ impl CacheNetClassify {
             && let Some((dir, m)) = &local
             && let Some(spec) = m.submodels.first()
         {
-            let model = load_local_submodel(dir, m, spec.id)
+            let model = load_local_submodel(dir, m, spec.id, &engine)
                 .map_err(|e| settings_error(format!("model-dir: {e}")))?;
             initial.push((spec.id, model));
         }
@@ -196,6 +204,7 @@ impl CacheNetClassify {
             interval: s.interval.max(1),
             track_timeout: s.track_timeout.max(1) as u64,
             prefetch: s.prefetch,
+            engine,
             audit: AuditConfig {
                 interval: s.audit_interval,
                 seed: s.audit_seed,
@@ -204,7 +213,8 @@ impl CacheNetClassify {
         };
         let full = match (&local, s.mode) {
             (Some((dir, m)), Mode::Device) => Some(
-                load_local_full(dir, m).map_err(|e| settings_error(format!("model-dir: {e}")))?,
+                load_local_full(dir, m, &config.engine)
+                    .map_err(|e| settings_error(format!("model-dir: {e}")))?,
             ),
             _ => None,
         };
