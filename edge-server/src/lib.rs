@@ -62,6 +62,8 @@ pub struct Config {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Write the frames of misses and audits with the full model's answers (`--collect`).
     pub collect: Option<Arc<collect::Collector>>,
+    /// What runs the full models and submodels (`--backend`, `--execution-provider`).
+    pub engine: cachenet_core::engine::Engine,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             uploads: 64,
             tls: None,
             collect: None,
+            engine: cachenet_core::engine::Engine::default(),
         }
     }
 }
@@ -98,11 +101,31 @@ struct Inner {
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
-/// Load and validate every model directory (blocking; sets are keyed by manifest name).
-pub fn load_model_sets(dirs: &[PathBuf]) -> Result<BTreeMap<String, Arc<ModelSet>>, String> {
+/// Load and validate every model directory on `engine` (blocking; sets are keyed by manifest
+/// name). Each model's plan is logged once (and a provider that could not start, as a
+/// warning).
+pub fn load_model_sets(
+    dirs: &[PathBuf],
+    engine: &cachenet_core::engine::Engine,
+) -> Result<BTreeMap<String, Arc<ModelSet>>, String> {
     let mut sets = BTreeMap::new();
+    let mut warned = false;
     for dir in dirs {
-        let set = ModelSet::load(dir).map_err(|e| format!("model set {}: {e}", dir.display()))?;
+        let set = ModelSet::load_on(dir, engine)
+            .map_err(|e| format!("model set {}: {e}", dir.display()))?;
+        let models = std::iter::once(("full model".to_string(), &set.full)).chain(
+            set.submodels
+                .iter()
+                .map(|s| (format!("submodel {}", s.id), &s.model)),
+        );
+        for (what, m) in models {
+            tracing::info!(set = set.name(), "plan of {what}: {}", m.plan());
+            if let Some(w) = &m.plan().warning
+                && !std::mem::replace(&mut warned, true)
+            {
+                tracing::warn!(set = set.name(), "{what}: {w}");
+            }
+        }
         let name = set.name().to_string();
         if sets.insert(name.clone(), Arc::new(set)).is_some() {
             return Err(format!("two model sets are named {name:?}"));
@@ -131,7 +154,7 @@ impl AppState {
 
     /// Build a state and load its model sets now.
     pub fn load(config: Config) -> Result<AppState, String> {
-        let sets = load_model_sets(&config.model_dirs)?;
+        let sets = load_model_sets(&config.model_dirs, &config.engine)?;
         let state = AppState::new(config);
         state.set_models(sets);
         Ok(state)

@@ -54,6 +54,22 @@ struct Args {
     /// Most the --collect folder holds, in MB; the oldest frames are deleted first.
     #[arg(long, default_value_t = 1024, requires = "collect")]
     collect_max_mb: u64,
+    /// What runs the full models and submodels: auto (the engine's own plan where it takes the
+    /// graph, else tract), direct, tract, or onnxruntime (a build with the onnxruntime feature;
+    /// the library from --onnxruntime-library, else ORT_DYLIB_PATH, else the system's).
+    #[arg(long, default_value = "auto")]
+    backend: cachenet_core::engine::BackendChoice,
+    /// --backend onnxruntime: cpu, cuda or tensorrt (one that cannot start falls back to the
+    /// CPU with a warning naming why).
+    #[arg(long, default_value = "cpu")]
+    execution_provider: cachenet_core::engine::Provider,
+    /// --execution-provider tensorrt: keep TensorRT's engines here (only the first start builds
+    /// them).
+    #[arg(long)]
+    trt_cache_dir: Option<PathBuf>,
+    /// --backend onnxruntime: path of libonnxruntime.so.
+    #[arg(long)]
+    onnxruntime_library: Option<PathBuf>,
     /// Validate the model sets, print a line per set and exit.
     #[arg(long)]
     check: bool,
@@ -84,8 +100,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    let engine = cachenet_core::engine::Engine {
+        backend: args.backend,
+        provider: args.execution_provider,
+        trt_cache_dir: args.trt_cache_dir.clone(),
+        library: args.onnxruntime_library.clone(),
+        // One run at a time per onnxruntime session, on as many threads as --workers.
+        threads: args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
     if args.check {
-        return match load_model_sets(&args.model_dirs) {
+        return match load_model_sets(&args.model_dirs, &engine) {
             Ok(sets) => {
                 for (name, s) in sets {
                     let m = &s.manifest;
@@ -112,6 +138,7 @@ fn main() -> ExitCode {
         };
     }
     let mut config = Config {
+        engine,
         model_dirs: args.model_dirs,
         max_body_bytes: args.max_body_bytes,
         uploads: args.max_uploads.max(1),
@@ -183,10 +210,11 @@ async fn run(config: Config, listen: SocketAddr) -> ExitCode {
         }
     };
     let dirs = config.model_dirs.clone();
+    let engine = config.engine.clone();
     let state = AppState::new(config);
     let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<String>(1);
     let loader = state.clone();
-    tokio::task::spawn_blocking(move || match load_model_sets(&dirs) {
+    tokio::task::spawn_blocking(move || match load_model_sets(&dirs, &engine) {
         Ok(sets) => {
             for (name, s) in &sets {
                 tracing::info!(set = %name, k = s.manifest.selector.k, "model set loaded");

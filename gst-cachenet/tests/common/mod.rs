@@ -1,6 +1,7 @@
 //! What the in-process element tests share: GStreamer with the plugin registered, the tiny
 //! fixture set (dark frames belong to submodel 0, bright ones to submodel 1) and a real edge
-//! server serving it on a bound loopback port.
+//! server serving it on a bound loopback port. Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Once;
