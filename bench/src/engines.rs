@@ -15,7 +15,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EngineRow {
     pub file: String,
-    /// The plan the element runs this model on ("direct" or "tract").
+    /// The plan the element runs this model on: "direct", or "tract; the own plan refused the
+    /// graph: <why>".
     pub plan: String,
     /// Median ms per run as the element runs it (best round).
     pub engine_ms: f64,
@@ -193,7 +194,7 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
             let onnxruntime_ms = complete.then(|| best(&o));
             EngineRow {
                 file: f.0.file.clone(),
-                plan: pair[0].backend().as_str().into(),
+                plan: pair[0].plan().to_string(),
                 engine_ms,
                 tract_ms: best(&t),
                 onnxruntime_ms,

@@ -1,10 +1,13 @@
-//! Load on one edge server: C concurrent clients post infer requests (a 28x28 gray frame, the
-//! shipped set's input) back to back for S seconds, for each C given; prints per level the
-//! answers per second, latency percentiles of the 200s, the 503s (refused beyond capacity) and
-//! their latency, other errors, and the edge process's RSS before and after.
+//! Load on one edge server: C concurrent clients post infer requests (frames at the set's full
+//! model input, read from --model-dir's manifest) back to back for S seconds, for each C given;
+//! prints per level the answers per second, latency percentiles of the 200s, the 503s (refused
+//! beyond capacity) and their latency, other errors, and the edge process's RSS before and
+//! after. `--edge-args` are passed to the edge it starts (a backend, its workers).
 //!
 //!   cachenet-load --edge-bin target/release/cachenet-edge --model-dir models/fashion-mnist \
 //!       --clients 1,8,64 --seconds 30
+//!   cachenet-load --edge-bin target/release/cachenet-edge --model-dir models/real-footage \
+//!       --edge-args "--workers 1 --backend onnxruntime" --clients 1,4 --seconds 20
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -29,9 +32,9 @@ struct Args {
     /// Or an edge already running (http://host:port); its RSS is not reported.
     #[arg(long)]
     edge_url: Option<String>,
-    /// Model set name on the edge.
-    #[arg(long, default_value = "fashion-mnist")]
-    model_set: String,
+    /// More arguments of the edge it starts, e.g. "--workers 1 --backend onnxruntime".
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    edge_args: String,
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     clients: Vec<usize>,
     #[arg(long, default_value_t = 30)]
@@ -76,6 +79,8 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
+    let manifest = cachenet_core::manifest::Manifest::load(&a.model_dir)?;
+    let spec = manifest.full_input().clone();
     let (url, edge) = match (&a.edge_url, &a.edge_bin) {
         (Some(u), _) => (u.trim_end_matches('/').to_string(), None),
         (None, Some(bin)) => {
@@ -86,6 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .arg("--model-dir")
                 .arg(&a.model_dir)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(a.edge_args.split_whitespace())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()?;
@@ -111,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let pid = edge.as_ref().map(|e| e.0.id());
-    let infer = format!("{url}/v1/models/{}/infer", a.model_set);
+    let infer = format!("{url}/v1/models/{}/infer", manifest.name);
     println!(
         "| clients | answers/s | p50 (ms) | p99 (ms) | 503s | 503 p99 (ms) | errors | edge RSS before -> after (MB) |"
     );
@@ -124,13 +130,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let threads: Vec<_> = (0..clients)
             .map(|c| {
                 let (stop, tally, infer) = (stop.clone(), tally.clone(), infer.clone());
+                let (w, h, ch) = (spec.width, spec.height, spec.channels);
                 let agent = agent.clone();
                 std::thread::spawn(move || {
                     let mut seq = 0u32;
                     let mut mine = Tally::default();
                     while !stop.load(Ordering::Relaxed) {
                         seq += 1;
-                        let pixels: Vec<u8> = (0..28 * 28)
+                        let pixels: Vec<u8> = (0..w * h * ch)
                             .map(|i| ((i as u32 * 7 + seq * 13 + c as u32 * 31) % 256) as u8)
                             .collect();
                         let body = proto::InferRequest {
@@ -138,9 +145,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             request_id: format!("{c}-{seq}"),
                             image: Some(proto::infer_request::Image::Raw(proto::RawFrame {
                                 pixels,
-                                width: 28,
-                                height: 28,
-                                channels: 1,
+                                width: w as u32,
+                                height: h as u32,
+                                channels: ch as u32,
                             })),
                             cached_submodels: vec![0],
                             audited_submodel: None,

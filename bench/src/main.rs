@@ -61,6 +61,11 @@ struct Args {
     /// first link ("": none).
     #[arg(long, default_value = "segments")]
     compare_sequence: String,
+    /// Element backends to compare on the first link (comma-separated: auto, direct, tract,
+    /// onnxruntime): Device and CacheNet with `backend=X` each, with their swap costs ("":
+    /// none; onnxruntime needs a build with the onnxruntime feature and ORT_DYLIB_PATH).
+    #[arg(long, default_value = "")]
+    backends: String,
     /// Drift scenario on these sequences (comma-separated: known orders such as camera and
     /// grouped, or frame folders), first link: Device, CacheNet at its fixed threshold, and
     /// CacheNet calibrated (target-agreement), the CacheNet runs interleaved --drift-runs times
@@ -485,7 +490,10 @@ fn real_main() -> Result<(), String> {
             ("cachenet, fixed threshold".to_string(), vec![audit.clone()]),
             (
                 format!("cachenet, target-agreement {}", a.drift_target),
-                vec![audit.clone(), format!("target-agreement={}", a.drift_target)],
+                vec![
+                    audit.clone(),
+                    format!("target-agreement={}", a.drift_target),
+                ],
             ),
         ];
         // Interleaved: fixed, calibrated, fixed, calibrated, ...
@@ -584,6 +592,25 @@ fn real_main() -> Result<(), String> {
         per_link.push((link_name(l), rows));
     }
     let first = link_name(&links[0]);
+    let backend_list: Vec<String> = list(&a.backends).map_err(|e| format!("--backends: {e}"))?;
+    let mut backend_rows = Vec::new();
+    for b in &backend_list {
+        let mut reference_b = reference.clone();
+        for m in ["device", "cachenet"] {
+            let mut row = measure(
+                &first,
+                &frames,
+                &labels,
+                &mut reference_b,
+                m,
+                &url_of(0),
+                None,
+                vec![format!("backend={b}")],
+            )?;
+            row.mode = format!("{m}, backend={b}");
+            backend_rows.push(row);
+        }
+    }
     // The sweep and the cache sizes: CacheNet on the first link with one setting changed.
     let (sweep, cache_rows) = {
         let mut on_first = |threshold: Option<f64>, extra: Vec<String>| {
@@ -709,6 +736,7 @@ fn real_main() -> Result<(), String> {
     let json = serde_json::json!({
         "settings": settings, "modes": headline, "links": links_json, "sweep": sweep,
         "cache_sizes": cache_rows, "compare_sequence": compare_rows, "engines": engine_rows,
+        "backends": backend_rows,
         "overhead_640x480": { "fraction": overhead.overhead, "per_frame_us": per_frame_us, "frames": msgs.len() },
         "scaler_640x480": scaler,
     });
@@ -762,6 +790,12 @@ fn real_main() -> Result<(), String> {
         md.push_str(&format!("\nThreshold sweep (CacheNet, link {first}):\n\n"));
         md.push_str(&report::markdown(&sweep));
     }
+    if !backend_rows.is_empty() {
+        md.push_str(&format!(
+            "\nBackends of the element (link {first}; the edge on its default):\n\n{}",
+            report::markdown(&backend_rows)
+        ));
+    }
     if !cache_rows.is_empty() {
         md.push_str(&format!("\ncache-size (CacheNet, link {first}):\n\n"));
         md.push_str(&report::markdown(&cache_rows));
@@ -780,6 +814,7 @@ fn real_main() -> Result<(), String> {
                 .map(move |r| (format!("{} ({name})", r.mode), r))
         })
         .chain(cache_rows.iter().map(|r| (r.mode.clone(), r)))
+        .chain(backend_rows.iter().map(|r| (r.mode.clone(), r)))
         .filter(|(_, r)| r.swap_costs.fetched + r.swap_costs.plan_reuses > 0)
         .collect();
     if !swap_rows.is_empty() {

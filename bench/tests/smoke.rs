@@ -27,6 +27,8 @@ fn bench_runs_every_mode_and_writes_its_outputs() {
             "2",
             "--compare-sequence",
             "",
+            "--backends",
+            "tract",
         ])
         .arg("--out")
         .arg(&out)
@@ -48,6 +50,16 @@ fn bench_runs_every_mode_and_writes_its_outputs() {
     assert!(by("edge")["bytes_up"].as_u64().unwrap() > 40 * 784);
     assert_eq!(by("submodel-only")["bytes_up"], 0);
     assert_eq!(json["sweep"].as_array().unwrap().len(), 1);
+    let backends: Vec<&str> = json["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        backends,
+        ["device, backend=tract", "cachenet, backend=tract"]
+    );
     assert_eq!(json["cache_sizes"].as_array().unwrap().len(), 1);
     assert_eq!(json["links"]["wifi"].as_array().unwrap().len(), 4);
     for m in modes {
@@ -84,10 +96,7 @@ fn bench_runs_every_mode_and_writes_its_outputs() {
 }
 
 fn tempfile_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "cachenet-bench-{name}-{}",
-        std::process::id()
-    ));
+    let d = std::env::temp_dir().join(format!("cachenet-bench-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -100,7 +109,14 @@ fn drift_scenario_runs_and_counts_audits() {
     let out = tempfile_dir("drift");
     let st = Command::new(env!("CARGO_BIN_EXE_cachenet-bench"))
         .current_dir(&root)
-        .args(["--frames", "60", "--sequence", "grouped", "--device-cpu", "0"])
+        .args([
+            "--frames",
+            "60",
+            "--sequence",
+            "grouped",
+            "--device-cpu",
+            "0",
+        ])
         .args(["--link", "none", "--drift", "grouped", "--drift-runs", "2"])
         .args(["--drift-audit-interval", "2", "--drift-only", "--out"])
         .arg(&out)
@@ -108,7 +124,10 @@ fn drift_scenario_runs_and_counts_audits() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&st.stderr);
     assert!(st.status.success(), "{stderr}");
-    assert!(!out.join("results.json").exists(), "--drift-only runs nothing else");
+    assert!(
+        !out.join("results.json").exists(),
+        "--drift-only runs nothing else"
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("drift.json")).unwrap()).unwrap();
     let rows = json["grouped"].as_array().unwrap();
@@ -134,5 +153,8 @@ fn drift_scenario_runs_and_counts_audits() {
         assert!(a["final_threshold"].as_f64().unwrap() > 0.0);
     }
     let md = std::fs::read_to_string(out.join("drift.md")).unwrap();
-    assert!(md.contains("| grouped | cachenet, target-agreement 0.97 |"), "{md}");
+    assert!(
+        md.contains("| grouped | cachenet, target-agreement 0.97 |"),
+        "{md}"
+    );
 }

@@ -146,6 +146,8 @@ pub struct PlanReport {
     pub provider: Option<Provider>,
     /// onnxruntime: the provider asked for could not start (the session runs on the CPU).
     pub warning: Option<String>,
+    /// Where the load's time went (a TensorRT engine build is in `optimise_us`).
+    pub load: LoadTimings,
 }
 
 impl std::fmt::Display for PlanReport {
@@ -319,6 +321,7 @@ impl Model {
             refused: None,
             provider: None,
             warning: None,
+            load: LoadTimings::default(),
         };
         let plan = match engine.backend {
             // tract's typed graph is dropped before the plan is built, which moves the weights
@@ -371,6 +374,10 @@ impl Model {
             }
         };
         let optimise_us = t1.elapsed().as_micros() as u64;
+        report.load = LoadTimings {
+            parse_us,
+            optimise_us,
+        };
         Ok((
             Model {
                 name: name.to_string(),

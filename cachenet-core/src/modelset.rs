@@ -90,7 +90,13 @@ pub fn load_local_submodel(
         message: format!("no submodel {id}"),
     })?;
     let shape = manifest.submodel_input(id).shape();
-    load_file(dir, &spec.model_file(), shape, manifest.labels.len(), engine)
+    load_file(
+        dir,
+        &spec.model_file(),
+        shape,
+        manifest.labels.len(),
+        engine,
+    )
 }
 
 impl ModelSet {

@@ -204,13 +204,7 @@ fn every_backend_makes_the_same_decisions() {
         compare("auto without AVX-512", name, &reference, &got);
         #[cfg(feature = "onnxruntime")]
         {
-            let got = answers(
-                &set,
-                &m,
-                &on(BackendChoice::OnnxRuntime),
-                &full_in,
-                &sub_in,
-            );
+            let got = answers(&set, &m, &on(BackendChoice::OnnxRuntime), &full_in, &sub_in);
             compare("onnxruntime (cpu)", name, &reference, &got);
         }
     }

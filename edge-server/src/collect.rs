@@ -53,9 +53,14 @@ impl Collector {
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Collector, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("--collect {}: {e}", dir.display()))?;
         let mut found = Vec::new();
-        let sets = std::fs::read_dir(dir).map_err(|e| format!("--collect {}: {e}", dir.display()))?;
+        let sets =
+            std::fs::read_dir(dir).map_err(|e| format!("--collect {}: {e}", dir.display()))?;
         for set in sets.flatten().filter(|e| e.path().is_dir()) {
-            for f in std::fs::read_dir(set.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(set.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let p = f.path();
                 if p.extension().is_some_and(|e| e == "png") {
                     let stem = p.with_extension("");
@@ -105,7 +110,9 @@ impl Collector {
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("--collect: cannot write a frame ({e}); frames are not collected until writing works again");
+                    tracing::warn!(
+                        "--collect: cannot write a frame ({e}); frames are not collected until writing works again"
+                    );
                 }
             }
         }
@@ -247,7 +254,14 @@ mod tests {
         let c = Collector::open(&tmp.path().join("c"), 3 * one + one / 2).unwrap();
         for i in 0..5 {
             let kind = if i % 2 == 0 { Kind::Miss } else { Kind::Audit };
-            c.record("s", kind, (i % 2 == 1).then_some(0), &noise, &spec, &answer(i));
+            c.record(
+                "s",
+                kind,
+                (i % 2 == 1).then_some(0),
+                &noise,
+                &spec,
+                &answer(i),
+            );
         }
         let folder = tmp.path().join("c/s");
         let files = pngs(&folder);

@@ -119,7 +119,14 @@ pub fn load_model_sets(
                 .map(|s| (format!("submodel {}", s.id), &s.model)),
         );
         for (what, m) in models {
-            tracing::info!(set = set.name(), "plan of {what}: {}", m.plan());
+            let load = m.plan().load;
+            tracing::info!(
+                set = set.name(),
+                parse_ms = load.parse_us / 1000,
+                build_ms = load.optimise_us / 1000,
+                "plan of {what}: {}",
+                m.plan()
+            );
             if let Some(w) = &m.plan().warning
                 && !std::mem::replace(&mut warned, true)
             {

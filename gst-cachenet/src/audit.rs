@@ -53,8 +53,16 @@ pub fn wilson(k: u64, n: u64) -> (f64, f64) {
     let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
     let half = Z95 / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
     // All or none: the bound at 1 (or 0) exactly, not a rounding of it.
-    let low = if k == 0.0 { 0.0 } else { (centre - half).max(0.0) };
-    let high = if k == n { 1.0 } else { (centre + half).min(1.0) };
+    let low = if k == 0.0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let high = if k == n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
     (low, high)
 }
 
@@ -283,9 +291,15 @@ mod tests {
     fn wilson_matches_published_values() {
         // Newcombe (1998), table I: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605.
         let (l, h) = wilson(81, 263);
-        assert!((l - 0.2553).abs() < 1e-4 && (h - 0.3662).abs() < 1e-4, "{l} {h}");
+        assert!(
+            (l - 0.2553).abs() < 1e-4 && (h - 0.3662).abs() < 1e-4,
+            "{l} {h}"
+        );
         let (l, h) = wilson(15, 148);
-        assert!((l - 0.0624).abs() < 1e-4 && (h - 0.1605).abs() < 1e-4, "{l} {h}");
+        assert!(
+            (l - 0.0624).abs() < 1e-4 && (h - 0.1605).abs() < 1e-4,
+            "{l} {h}"
+        );
         // All or nothing stays inside [0, 1] and is not degenerate.
         let (l, h) = wilson(20, 20);
         assert!(l > 0.8 && l < 0.85 && h == 1.0, "{l} {h}");

@@ -220,8 +220,9 @@ impl Remote {
                 store_error,
             });
         }
-        let (model, load) = load_submodel_timed(&self.manifest, id, &spec.file, &bytes, &self.engine)
-            .map_err(|e| format!("submodel {id} rejected: {e}"))?;
+        let (model, load) =
+            load_submodel_timed(&self.manifest, id, &spec.file, &bytes, &self.engine)
+                .map_err(|e| format!("submodel {id} rejected: {e}"))?;
         timings.parse_us = load.parse_us;
         timings.optimise_us = load.optimise_us;
         cancelled()?;

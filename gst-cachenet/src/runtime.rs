@@ -568,7 +568,12 @@ impl Runtime {
             .map(|m| format!("full model: {}", m.plan()))
             .collect();
         let mut ids: Vec<u32> = self.cache.ids_mru();
-        ids.extend(self.plans.keys().copied().filter(|id| !self.cache.contains(*id)));
+        ids.extend(
+            self.plans
+                .keys()
+                .copied()
+                .filter(|id| !self.cache.contains(*id)),
+        );
         ids.sort_unstable();
         for id in ids {
             let m = self.cache.peek(id).or_else(|| self.plans.get(&id));

@@ -16,7 +16,7 @@ use gstcachenet::result::Classification;
 use prost::Message;
 
 mod common;
-use common::{edge, init, tiny};
+use common::{edge, tiny};
 #[path = "common/http.rs"]
 mod http;
 
@@ -31,20 +31,10 @@ struct H {
 
 /// The element on the tiny set against `edge_url`, properties as gst-launch strings.
 fn harness(edge_url: &str, props: &[(&str, &str)]) -> H {
-    init();
-    let el = gst::ElementFactory::make("cachenetclassify")
-        .property("prefetch", false)
-        .build()
-        .unwrap();
-    el.set_property_from_str("model-dir", tiny().to_str().unwrap());
-    el.set_property_from_str("edge-url", edge_url);
-    for (k, v) in props {
-        el.set_property_from_str(k, v);
-    }
-    let bus = gst::Bus::new();
-    el.set_bus(Some(&bus));
-    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
-    h.set_src_caps_str("video/x-raw,format=GRAY8,width=16,height=16,framerate=30/1");
+    let tiny = tiny().display().to_string();
+    let mut all = vec![("model-dir", tiny.as_str()), ("edge-url", edge_url)];
+    all.extend_from_slice(props);
+    let (h, el, bus) = common::harness(&all);
     H { h, el, bus }
 }
 
@@ -181,7 +171,10 @@ fn audits_of_hits_are_posted_counted_and_seeded() {
         for _ in 0..400 {
             let r = h.push(DARK);
             assert!(r.hit && r.source == "device", "{r:?}");
-            assert_eq!(r.threshold as f32, 0.5, "an agreeing edge moves no threshold");
+            assert_eq!(
+                r.threshold as f32, 0.5,
+                "an agreeing edge moves no threshold"
+            );
         }
         // One hit in 4 drawn (sent or dropped: an audit in flight drops the next one).
         let drawn = h.stat("audits-sent") + h.stat("audits-dropped");
@@ -197,7 +190,11 @@ fn audits_of_hits_are_posted_counted_and_seeded() {
         let s = h.stats();
         let n = |k: &str| s.get::<u64>(k).unwrap();
         assert_eq!(n("audits-failed"), 0);
-        assert_eq!(n("audits"), n("audit-agree"), "the full model agrees on dark frames");
+        assert_eq!(
+            n("audits"),
+            n("audit-agree"),
+            "the full model agrees on dark frames"
+        );
         assert_eq!(audits.len() as u64, n("audits"));
         assert_eq!(n("misses"), 0, "an audit never counts as a miss");
         for a in &audits {
@@ -256,7 +253,11 @@ fn audits_never_delay_a_frame() {
     }
     // A miss goes to the edge while the audit is still held there.
     let miss = h.push(240);
-    assert_eq!((miss.source.as_str(), miss.hit), ("edge", false), "{miss:?}");
+    assert_eq!(
+        (miss.source.as_str(), miss.hit),
+        ("edge", false),
+        "{miss:?}"
+    );
     assert!(fake.holding.load(SeqCst), "the audit was still held");
     assert_eq!(h.stat("audits-sent"), 1);
     assert_eq!(h.stat("audits-dropped"), 50);
@@ -305,7 +306,10 @@ fn calibration_follows_the_edges_agreement() {
     assert!(h.stat("audits") >= 60 && pushed >= 60, "{pushed} frames");
     let (audits, warnings) = h.drain();
     assert!(audits.iter().all(|a| !a.get::<bool>("agree").unwrap()));
-    assert!(warnings.is_empty(), "above the floor: no warning yet: {warnings:?}");
+    assert!(
+        warnings.is_empty(),
+        "above the floor: no warning yet: {warnings:?}"
+    );
     // Marginal frames now miss: the hit rate falls to about one half.
     let (hits, frames) = (h.stat("hits"), h.stat("frames"));
     for _ in 0..20 {
@@ -379,7 +383,7 @@ fn the_edge_collects_missed_and_audited_frames() {
             assert!(p.with_extension("png").exists());
             kinds
                 .entry(j["kind"].as_str().unwrap().to_string())
-                .or_insert_with(std::collections::BTreeSet::new)
+                .or_default()
                 .insert(j["label"].as_str().unwrap().to_string());
         }
     }

@@ -9,7 +9,7 @@ use gst::prelude::*;
 mod common;
 #[cfg(feature = "onnxruntime")]
 use common::edge;
-use common::{init, tiny};
+use common::{harness, init, tiny};
 
 fn repo_models(name: &str) -> String {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,23 +17,6 @@ fn repo_models(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-/// The element (properties as gst-launch strings) in a harness on 16x16 GRAY8 frames.
-fn harness(props: &[(&str, &str)]) -> (gst_check::Harness, gst::Element, gst::Bus) {
-    init();
-    let el = gst::ElementFactory::make("cachenetclassify")
-        .property("prefetch", false)
-        .build()
-        .unwrap();
-    for (k, v) in props {
-        el.set_property_from_str(k, v);
-    }
-    let bus = gst::Bus::new();
-    el.set_bus(Some(&bus));
-    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
-    h.set_src_caps_str("video/x-raw,format=GRAY8,width=16,height=16,framerate=30/1");
-    (h, el, bus)
 }
 
 fn plans(el: &gst::Element) -> Vec<String> {
@@ -95,7 +78,11 @@ fn each_models_plan_is_in_stats() {
         ]);
         h.push_and_pull(gst::Buffer::from_mut_slice(vec![20u8; 256]))
             .unwrap();
-        assert_eq!(plans(&el), [format!("submodel 0: {want}")], "backend={backend}");
+        assert_eq!(
+            plans(&el),
+            [format!("submodel 0: {want}")],
+            "backend={backend}"
+        );
     }
     // The real set's specialists have depthwise convolutions: auto runs them on tract and
     // says why the own plan refused them.

@@ -230,7 +230,10 @@ fn each_regions_hits_are_audited_with_its_crop() {
     let mut seen = std::collections::HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < 2 {
-        assert!(Instant::now() < deadline, "audits of both objects: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "audits of both objects: {seen:?}"
+        );
         let r = h.push(&[DARK, BRIGHT]);
         assert!(r.iter().all(|(_, _, c)| c.hit), "{r:?}");
         let objects: Vec<u64> = r.iter().map(|(_, _, c)| c.object_id.unwrap()).collect();

@@ -214,8 +214,11 @@ impl CacheNetClassify {
         self.post_events(&mut state.outbox, events, post);
         if post {
             let labels = &state.runtime.manifest().labels;
-            let audits: Vec<gst::Structure> =
-                events.audits.iter().map(|a| audit_message(a, labels)).collect();
+            let audits: Vec<gst::Structure> = events
+                .audits
+                .iter()
+                .map(|a| audit_message(a, labels))
+                .collect();
             for s in audits {
                 self.post_bounded(&mut state.outbox, s);
             }
