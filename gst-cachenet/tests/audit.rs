@@ -262,12 +262,13 @@ fn audits_never_delay_a_frame() {
     assert_eq!(h.stat("audits-sent"), 1);
     assert_eq!(h.stat("audits-dropped"), 50);
     release.send(()).unwrap();
+    // The answer is taken at a frame boundary; `stats` is read before the frame's end.
     let until = deadline();
-    while h.drain().0.is_empty() {
+    while h.stat("audits") == 0 {
         assert!(Instant::now() < until, "the held audit never came back");
         assert!(h.push(DARK).hit);
     }
-    assert!(h.stat("audits") >= 1);
+    assert!(!h.drain().0.is_empty(), "its cachenet-audit message");
 }
 
 /// An edge that disagrees on every audit drives the threshold down, and with it the hit rate

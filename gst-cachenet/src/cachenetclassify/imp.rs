@@ -231,8 +231,8 @@ impl BaseTransformImpl for CacheNetClassify {
             .ok_or(gst::FlowError::Flushing)?;
         let late = self.is_late(buf);
         let classified = self.classify(&mut state, buf, late);
-        let events = state.runtime.end_frame();
         *self.stats.lock().unwrap() = state.runtime.stats();
+        let events = state.runtime.end_frame();
         let out = match classified {
             Ok(results) => {
                 self.publish(&mut state, buf, &results, &events, post, started);
