@@ -28,19 +28,30 @@ fn plans(el: &gst::Element) -> Vec<String> {
         .collect()
 }
 
-/// The results of 20 frames (dark, then bright: a miss, a swap, hits).
+/// The results of 20 frames: 10 dark (hits), one bright (a miss the edge answers, which swaps
+/// in submodel 1), then, once the swap is done, 9 bright (hits on it).
 #[cfg(feature = "onnxruntime")]
-fn answers(h: &mut gst_check::Harness) -> Vec<(String, bool)> {
-    (0..20u8)
-        .map(|i| {
-            let v = if i < 10 { 20 } else { 240 };
-            let out = h
-                .push_and_pull(gst::Buffer::from_mut_slice(vec![v; 256]))
-                .unwrap();
-            let r = gstcachenet::result::Classification::from_buffer(&out).unwrap();
-            (r.label, r.source == "edge")
-        })
-        .collect()
+fn answers(h: &mut gst_check::Harness, el: &gst::Element) -> Vec<(String, bool)> {
+    let mut push = |v: u8| {
+        let out = h
+            .push_and_pull(gst::Buffer::from_mut_slice(vec![v; 256]))
+            .unwrap();
+        let r = gstcachenet::result::Classification::from_buffer(&out).unwrap();
+        (r.label, r.source == "edge")
+    };
+    let mut all: Vec<(String, bool)> = (0..11)
+        .map(|i| push(if i < 10 { 20 } else { 240 }))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while el.property::<u32>("swaps-pending") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the swap never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    all.extend((0..9).map(|_| push(240)));
+    all
 }
 
 /// Error text of a start that fails.
@@ -131,13 +142,14 @@ fn onnxruntime_gives_the_same_answers_and_a_missing_provider_falls_back_to_the_c
     let tiny = tiny().display().to_string();
     let url = e.url();
     let base = [("model-dir", tiny.as_str()), ("edge-url", url.as_str())];
-    let (mut h, _, _) = harness(&base);
-    let want = answers(&mut h);
+    let (mut h, el, _) = harness(&base);
+    let want = answers(&mut h, &el);
     let mut props = base.to_vec();
     props.extend([("backend", "onnxruntime"), ("execution-provider", "cuda")]);
     let (mut h, el, bus) = harness(&props);
-    let got = answers(&mut h);
+    let got = answers(&mut h, &el);
     assert_eq!(got, want);
+    assert_eq!(got.iter().filter(|(_, edge)| *edge).count(), 1, "{got:?}");
     let p = plans(&el);
     let fallback = "onnxruntime (cpu); the cuda execution provider could not start";
     assert!(
