@@ -10,6 +10,10 @@
 # arrive on the bus. Emulated speed is not a benchmark. Runs as root; nothing on the host changes
 # except target/ and .data/.
 #
+# Both modes also cross-build the engine tests (`cachenet-core/tests/engine.rs`) and run them
+# under qemu, all but the one on the shipped set (the own plan on matrixmultiply's NEON kernels
+# against tract's plan).
+#
 # `--smoke` (what CI runs) cross-builds with the quick profile (no optimisation: minutes less of
 # compiling) and runs the tiny fixture set instead: the arm64 edge loads it and answers
 # /health/ready; the arm64 gst-launch-1.0 classifies 5 dark then 5 bright frames against the
@@ -93,6 +97,16 @@ in_root bash -euc '
   [ $ready = yes ] || { cat /tmp/edge.log; echo "$tag: the arm64 edge never answered /health/ready" >&2; exit 1; }
   echo "$tag: the arm64 cachenet-edge loaded $set and answers /health/ready (200)"
   kill $edge
+  # The engine tests (tiny fixture set, hand-built graphs) on arm64: the own plan on the NEON
+  # kernels of matrixmultiply against the plan of tract, as a board runs them.
+  /usr/bin/cargo test --locked --offline --profile $profile --target aarch64-unknown-linux-gnu \
+    -p cachenet-core --test engine --no-run 2>/tmp/engine-build.log \
+    || { tail -20 /tmp/engine-build.log; exit 1; }
+  engine_test=$(ls -t "$out"/deps/engine-* | grep -v "\.d$" | head -1)
+  [ "$(file_info "$engine_test")" = b700 ] || { echo "$tag: the engine tests are not aarch64" >&2; exit 1; }
+  QEMU_LD_PREFIX=/ qemu-aarch64 "$engine_test" --skip shipped_models >/tmp/engine.log 2>&1 \
+    || { tail -30 /tmp/engine.log; exit 1; }
+  echo "$tag: engine tests under qemu: $(grep "^test result" /tmp/engine.log)"
   mkdir -p /tmp/arm64-plugin && cp "$out/libgstcachenet.so" /tmp/arm64-plugin/
   export GST_PLUGIN_PATH=/tmp/arm64-plugin GST_REGISTRY=/tmp/arm64-registry.bin GST_REGISTRY_FORK=no
   qemu-aarch64 /usr/bin/gst-inspect-1.0 cachenetclassify | grep -E "^  (Version|Name) " || true

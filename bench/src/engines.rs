@@ -26,6 +26,10 @@ pub struct EngineRow {
     pub onnxruntime_ms: Option<f64>,
     /// engine / onnxruntime.
     pub ratio: Option<f64>,
+    /// Median ms per run on the element's onnxruntime backend, in process (a build with the
+    /// onnxruntime feature), and its ratio to onnxruntime's own (Python) timing.
+    pub ort_backend_ms: Option<f64>,
+    pub ort_backend_ratio: Option<f64>,
 }
 
 /// The fastest round: a shared host's load only ever slows a round down, and a round that it
@@ -139,29 +143,33 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
         let load = |backend| {
             let engine = Engine {
                 backend,
+                threads: 1,
                 ..Engine::default()
             };
             Model::load(&f.file, &bytes, input.shape(), m.labels.len(), &engine)
                 .map(|(m, _)| m)
                 .map_err(|e| e.to_string())
         };
-        let (model, tract) = (load(BackendChoice::Auto)?, load(BackendChoice::Tract)?);
-        let input: Vec<f32> = (0..model.input_len())
+        #[allow(unused_mut)]
+        let mut set = vec![load(BackendChoice::Auto)?, load(BackendChoice::Tract)?];
+        #[cfg(feature = "onnxruntime")]
+        set.push(load(BackendChoice::OnnxRuntime)?);
+        let input: Vec<f32> = (0..set[0].input_len())
             .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
             .collect();
-        models.push(([model, tract], input));
+        models.push((set, input));
     }
     let paths: Vec<PathBuf> = files.iter().map(|(f, _)| dir.join(&f.file)).collect();
     let mut ort = Onnxruntime::start(&paths);
     if ort.is_none() {
         eprintln!("warning: onnxruntime timing skipped (python3 with onnxruntime needed)");
     }
-    let mut engine: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
-    let mut tract: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
+    // Per model: the times of each of its loads (the element's plan, tract's, onnxruntime's).
+    let mut times: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 3]; files.len()];
     let mut onnx: Vec<Vec<f64>> = vec![Vec::new(); files.len()];
     for _ in 0..ROUNDS {
-        for (k, (pair, input)) in models.iter().enumerate() {
-            for (model, times) in pair.iter().zip([&mut engine[k], &mut tract[k]]) {
+        for (k, (set, input)) in models.iter().enumerate() {
+            for (model, times) in set.iter().zip(times[k].iter_mut()) {
                 let mut out = Vec::new();
                 for _ in 0..10 {
                     model.run_into(input, &mut out).map_err(|e| e.to_string())?;
@@ -188,17 +196,20 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
     let complete = onnx.iter().all(|o| o.len() == ROUNDS);
     Ok(files
         .iter()
-        .zip(models.iter().zip(engine.into_iter().zip(tract).zip(onnx)))
-        .map(|(f, ((pair, _), ((e, t), o)))| {
-            let engine_ms = best(&e);
+        .zip(models.iter().zip(times.into_iter().zip(onnx)))
+        .map(|(f, ((set, _), (t, o)))| {
+            let engine_ms = best(&t[0]);
             let onnxruntime_ms = complete.then(|| best(&o));
+            let ort_backend_ms = (!t[2].is_empty()).then(|| best(&t[2]));
             EngineRow {
                 file: f.0.file.clone(),
-                plan: pair[0].plan().to_string(),
+                plan: set[0].plan().to_string(),
                 engine_ms,
-                tract_ms: best(&t),
+                tract_ms: best(&t[1]),
                 onnxruntime_ms,
                 ratio: onnxruntime_ms.map(|ms| engine_ms / ms),
+                ort_backend_ms,
+                ort_backend_ratio: ort_backend_ms.zip(onnxruntime_ms).map(|(b, p)| b / p),
             }
         })
         .collect())
@@ -206,11 +217,15 @@ pub fn compare(dir: &Path, runs: usize) -> Result<Vec<EngineRow>, String> {
 
 pub fn markdown(rows: &[EngineRow]) -> String {
     let mut s = String::from(
-        "| model | plan | engine as the element runs it (ms, 1 thread) | tract's plan (ms) | onnxruntime (ms, 1 thread) | engine / onnxruntime |\n|---|---|---|---|---|---|\n",
+        "| model | plan | engine as the element runs it (ms, 1 thread) | tract's plan (ms) | onnxruntime (ms, 1 thread) | engine / onnxruntime | the element's onnxruntime backend (ms, 1 thread) | backend / onnxruntime |\n|---|---|---|---|---|---|---|---|\n",
     );
+    let opt = |v: Option<f64>, unit: &str| {
+        v.map(|v| format!("{v:.3}{unit}"))
+            .unwrap_or_else(|| "–".into())
+    };
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3} | {} | {} |\n",
+            "| {} | {} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
             r.file,
             r.plan,
             r.engine_ms,
@@ -220,7 +235,9 @@ pub fn markdown(rows: &[EngineRow]) -> String {
                 .unwrap_or_else(|| "–".into()),
             r.ratio
                 .map(|v| format!("{v:.2} x"))
-                .unwrap_or_else(|| "–".into())
+                .unwrap_or_else(|| "–".into()),
+            opt(r.ort_backend_ms, ""),
+            opt(r.ort_backend_ratio, " x"),
         ));
     }
     s

@@ -660,57 +660,74 @@ fn real_main() -> Result<(), String> {
             compare_rows.push(row);
         }
     }
-    // The element's own overhead (scaling, conversion, metadata, messages) at 640x480 RGB.
-    eprintln!("[overhead] submodel-only on 300 frames of 640x480 RGB ...");
-    let overhead_args: Vec<String> = [
-        "-m",
-        "videotestsrc",
-        "num-buffers=300",
-        "pattern=smpte",
-        "!",
-        "video/x-raw,format=RGB,width=640,height=480,framerate=30/1",
-        "!",
-        "cachenetclassify",
-        "mode=submodel-only",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        format!("model-dir={}", a.model_dir.display()),
-        "!".into(),
-        "fakesink".into(),
-    ])
-    .collect();
-    // Pinned to one CPU but without the quota: a throttled period (75 ms at 0.25 CPU) lands in
-    // whichever part of a frame it hits, and a few of them would decide the share.
-    let (unlimited, _) = CpuLimit::new(None);
-    let (stdout, _, ok) = run_measured(
-        "gst-launch-1.0",
-        &overhead_args,
-        &envs,
-        &unlimited,
-        pin.then_some(0),
-        Duration::from_secs(600),
-    )
-    .map_err(|e| e.to_string())?;
-    let msgs = report::parse_messages(&stdout);
-    if !ok || msgs.is_empty() {
-        return Err("the 640x480 overhead pipeline failed".into());
+    // The element's own overhead (scaling, conversion, metadata, messages) at 640x480 RGB, on
+    // the default backend and on each of --backends.
+    let overhead_of = |backend: Option<&str>| -> Result<(f64, f64), String> {
+        eprintln!(
+            "[overhead] submodel-only on 300 frames of 640x480 RGB{} ...",
+            backend.map_or(String::new(), |b| format!(", backend={b}"))
+        );
+        let overhead_args: Vec<String> = [
+            "-m",
+            "videotestsrc",
+            "num-buffers=300",
+            "pattern=smpte",
+            "!",
+            "video/x-raw,format=RGB,width=640,height=480,framerate=30/1",
+            "!",
+            "cachenetclassify",
+            "mode=submodel-only",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(backend.map(|b| format!("backend={b}")))
+        .chain([
+            format!("model-dir={}", a.model_dir.display()),
+            "!".into(),
+            "fakesink".into(),
+        ])
+        .collect();
+        // Pinned to one CPU but without the quota: a throttled period (75 ms at 0.25 CPU) lands in
+        // whichever part of a frame it hits, and a few of them would decide the share.
+        let (unlimited, _) = CpuLimit::new(None);
+        let (stdout, _, ok) = run_measured(
+            "gst-launch-1.0",
+            &overhead_args,
+            &envs,
+            &unlimited,
+            pin.then_some(0),
+            Duration::from_secs(600),
+        )
+        .map_err(|e| e.to_string())?;
+        let msgs = report::parse_messages(&stdout);
+        if !ok || msgs.is_empty() {
+            return Err("the 640x480 overhead pipeline failed".into());
+        }
+        let overhead = report::summarize(
+            "overhead",
+            None,
+            &msgs,
+            &[],
+            None,
+            Default::default(),
+            (0, 0),
+        );
+        let per_frame_us =
+            msgs.iter().map(|m| m.latency_us).sum::<u64>() as f64 / msgs.len() as f64;
+        eprintln!(
+            "    overhead {:.2} % of {per_frame_us:.0} us per frame",
+            100.0 * overhead.overhead
+        );
+        Ok((overhead.overhead, per_frame_us))
+    };
+    let (overhead_fraction, per_frame_us) = overhead_of(None)?;
+    let mut backend_overheads = Vec::new();
+    for b in &backend_list {
+        let (f, us) = overhead_of(Some(b))?;
+        backend_overheads.push(serde_json::json!({
+            "backend": b, "fraction": f, "per_frame_us": us, "own_us": f * us,
+        }));
     }
-    let overhead = report::summarize(
-        "overhead",
-        None,
-        &msgs,
-        &[],
-        None,
-        Default::default(),
-        (0, 0),
-    );
-    let per_frame_us = msgs.iter().map(|m| m.latency_us).sum::<u64>() as f64 / msgs.len() as f64;
-    eprintln!(
-        "    overhead {:.2} % of {per_frame_us:.0} us per frame",
-        100.0 * overhead.overhead
-    );
     let engine_rows = engines(&a)?;
     // In process, after engines() pinned this process to CPU 0.
     eprintln!("[scaler] the element's scaler at 640x480 RGB, frames in cache and from memory ...");
@@ -737,7 +754,8 @@ fn real_main() -> Result<(), String> {
         "settings": settings, "modes": headline, "links": links_json, "sweep": sweep,
         "cache_sizes": cache_rows, "compare_sequence": compare_rows, "engines": engine_rows,
         "backends": backend_rows,
-        "overhead_640x480": { "fraction": overhead.overhead, "per_frame_us": per_frame_us, "frames": msgs.len() },
+        "overhead_640x480": { "fraction": overhead_fraction, "per_frame_us": per_frame_us, "frames": 300 },
+        "overhead_640x480_backends": backend_overheads,
         "scaler_640x480": scaler,
     });
     let json_path = a.out.join("results.json");
@@ -775,9 +793,17 @@ fn real_main() -> Result<(), String> {
     }
     md.push_str(&format!(
         "\nElement overhead at 640x480 RGB (everything but the model run, submodel-only, pinned to one CPU without the quota): {:.2} % of {:.0} us per frame.\n",
-        100.0 * overhead.overhead,
+        100.0 * overhead_fraction,
         per_frame_us
     ));
+    for o in &backend_overheads {
+        md.push_str(&format!(
+            "With backend={}: {:.1} us of {:.0} us per frame are the element's own (everything but the model run).\n",
+            o["backend"].as_str().unwrap_or(""),
+            o["own_us"].as_f64().unwrap_or(0.0),
+            o["per_frame_us"].as_f64().unwrap_or(0.0)
+        ));
+    }
     md.push_str(&format!(
         "\nThe element's scaler alone (640x480 RGB to the submodels' {}x{} {:?} input, in process, best of rounds): {:.1} us per frame with the frame in cache, {:.1} us with frames from memory; a pass that only reads a frame from memory: {:.1} us.\n",
         to.width, to.height, to.color, scaler.cached_us, scaler.memory_us, scaler.read_us

@@ -23,6 +23,7 @@ pub fn set_avx512(enabled: bool) {
     AVX512_SWITCH.store(if enabled { 1 } else { 2 }, Ordering::Release);
 }
 
+#[cfg(target_arch = "x86_64")]
 fn avx512_allowed() -> bool {
     match AVX512_SWITCH.load(Ordering::Acquire) {
         1 => true,
