@@ -14,18 +14,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use cachenet_core::manifest::InputSpec;
 use cachenet_core::proto;
 
-/// What kind of request a collected frame came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Miss,
-    Audit,
+/// One answered frame to collect: `pixels` HWC at `spec` (the full model's input), the full
+/// model's `answer`; `audited`: the submodel whose hit it audits (else it was a miss).
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub set: &'a str,
+    pub audited: Option<u32>,
+    pub pixels: &'a [u8],
+    pub spec: &'a InputSpec,
+    pub answer: &'a proto::InferResponse,
 }
 
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Miss => "miss",
-            Kind::Audit => "audit",
+impl Frame<'_> {
+    fn kind(&self) -> &'static str {
+        if self.audited.is_some() {
+            "audit"
+        } else {
+            "miss"
         }
     }
 }
@@ -92,17 +97,9 @@ impl Collector {
         self.held.lock().unwrap().bytes
     }
 
-    /// Write one answered frame of `set`: `pixels` HWC at `spec`, the full model's `answer`.
-    pub fn record(
-        &self,
-        set: &str,
-        kind: Kind,
-        audited: Option<u32>,
-        pixels: &[u8],
-        spec: &InputSpec,
-        answer: &proto::InferResponse,
-    ) {
-        match self.write(set, kind, audited, pixels, spec, answer) {
+    /// Write one answered frame (errors are logged once per streak, never returned).
+    pub fn record(&self, frame: &Frame<'_>) {
+        match self.write(frame) {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("--collect: writing frames again");
@@ -118,15 +115,9 @@ impl Collector {
         }
     }
 
-    fn write(
-        &self,
-        set: &str,
-        kind: Kind,
-        audited: Option<u32>,
-        pixels: &[u8],
-        spec: &InputSpec,
-        answer: &proto::InferResponse,
-    ) -> Result<(), String> {
+    fn write(&self, f: &Frame<'_>) -> Result<(), String> {
+        let (set, kind, audited, pixels, spec, answer) =
+            (f.set, f.kind(), f.audited, f.pixels, f.spec, f.answer);
         let (w, h) = (spec.width as u32, spec.height as u32);
         let image = match spec.channels {
             1 => image::DynamicImage::ImageLuma8(
@@ -147,10 +138,10 @@ impl Collector {
             .map_or(0, |d| d.as_millis());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let folder = self.dir.join(set);
-        let stem = folder.join(format!("{now:015}-{seq:08}-{}", kind.as_str()));
+        let stem = folder.join(format!("{now:015}-{seq:08}-{}", kind));
         let json = serde_json::json!({
             "set": set,
-            "kind": kind.as_str(),
+            "kind": kind,
             "audited_submodel": audited,
             "class_id": answer.class_id,
             "label": answer.label,
@@ -247,21 +238,22 @@ mod tests {
         let spec = gray(16, 16);
         let noise: Vec<u8> = (0..256u32).map(|i| (i * 97 % 251) as u8).collect();
         let probe = Collector::open(&tmp.path().join("probe"), u64::MAX).unwrap();
-        probe.record("s", Kind::Miss, None, &noise, &spec, &answer(1));
+        let record = |c: &Collector, audited: Option<u32>, class: u32| {
+            c.record(&Frame {
+                set: "s",
+                audited,
+                pixels: &noise,
+                spec: &spec,
+                answer: &answer(class),
+            })
+        };
+        record(&probe, None, 1);
         let one = probe.bytes();
         assert!(one > 0);
         // Room for three frames.
         let c = Collector::open(&tmp.path().join("c"), 3 * one + one / 2).unwrap();
         for i in 0..5 {
-            let kind = if i % 2 == 0 { Kind::Miss } else { Kind::Audit };
-            c.record(
-                "s",
-                kind,
-                (i % 2 == 1).then_some(0),
-                &noise,
-                &spec,
-                &answer(i),
-            );
+            record(&c, (i % 2 == 1).then_some(0), i);
         }
         let folder = tmp.path().join("c/s");
         let files = pngs(&folder);
@@ -286,7 +278,7 @@ mod tests {
         drop(c);
         let c = Collector::open(&tmp.path().join("c"), 2 * one + one / 2).unwrap();
         assert_eq!(pngs(&folder).len(), 2, "the oldest dropped at start");
-        c.record("s", Kind::Miss, None, &noise, &spec, &answer(9));
+        record(&c, None, 9);
         assert_eq!(pngs(&folder).len(), 2);
     }
 }

@@ -481,13 +481,14 @@ async fn infer_handler(
             if let Some(id) = a.audited {
                 m.audit(set.name(), id);
             }
-            if let (Some(c), Some(px)) = (collect, &a.pixels) {
-                let kind = match a.audited {
-                    Some(_) => collect::Kind::Audit,
-                    None => collect::Kind::Miss,
-                };
-                let spec = set.manifest.full_input();
-                c.record(set.name(), kind, a.audited, px, spec, &a.response);
+            if let (Some(c), Some(pixels)) = (collect, &a.pixels) {
+                c.record(&collect::Frame {
+                    set: set.name(),
+                    audited: a.audited,
+                    pixels,
+                    spec: set.manifest.full_input(),
+                    answer: &a.response,
+                });
             }
             a.response
         })

@@ -13,7 +13,7 @@
 //! classification returns an [`Outcome`]; the end of a frame returns its [`FrameEvents`] (swaps,
 //! warnings, errors): the element publishes both.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -183,9 +183,9 @@ pub struct Stats {
     pub agreements: Vec<Agreement>,
     /// The threshold in use for the whole frame's active submodel.
     pub threshold: f32,
-    /// Each loaded model's plan ("submodel 0: direct", "full model: tract; the own plan
-    /// refused the graph: grouped Conv").
-    pub plans: Vec<String>,
+    /// Each model loaded so far and its plan ("submodel 0: direct", "full model: tract; the own
+    /// plan refused the graph: grouped Conv").
+    pub plans: Arc<Vec<String>>,
 }
 
 impl Stats {
@@ -400,6 +400,8 @@ pub struct Runtime {
     refused: bool,
     /// A provider fallback was warned about (one warning per element).
     provider_warned: bool,
+    /// Each model loaded so far ("full model", "submodel 3") and its plan line.
+    plan_lines: BTreeMap<String, String>,
 }
 
 impl Runtime {
@@ -526,6 +528,7 @@ impl Runtime {
             call: Call::default(),
             refused: false,
             provider_warned: false,
+            plan_lines: BTreeMap::new(),
         }
         .with_plans_noted())
     }
@@ -551,37 +554,17 @@ impl Runtime {
     /// provider that could not start is one warning per element.
     fn note_plan(&mut self, what: String, model: &Model) {
         let plan = model.plan();
-        self.events.plans.push(format!("{what}: {plan}"));
+        let line = format!("{what}: {plan}");
+        self.events.plans.push(line.clone());
+        // `stats` shares the list; it is built again only when a model is loaded.
+        self.plan_lines.insert(what.clone(), line);
+        self.stats.plans = Arc::new(self.plan_lines.values().cloned().collect());
         if let Some(w) = &plan.warning
             && !self.provider_warned
         {
             self.provider_warned = true;
             self.events.warnings.push(format!("{what}: {w}"));
         }
-    }
-
-    /// Each loaded model's plan (full model, cached submodels, kept plans), for `stats`.
-    fn plans(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .full
-            .iter()
-            .map(|m| format!("full model: {}", m.plan()))
-            .collect();
-        let mut ids: Vec<u32> = self.cache.ids_mru();
-        ids.extend(
-            self.plans
-                .keys()
-                .copied()
-                .filter(|id| !self.cache.contains(*id)),
-        );
-        ids.sort_unstable();
-        for id in ids {
-            let m = self.cache.peek(id).or_else(|| self.plans.get(&id));
-            if let Some(m) = m {
-                out.push(format!("submodel {id}: {}", m.plan()));
-            }
-        }
-        out
     }
 
     /// The counters, with the active submodel (of the whole frame) filled in.
@@ -592,7 +575,6 @@ impl Runtime {
             objects: self.tracks.len() as u64,
             agreements: self.auditor.agreements(),
             threshold: self.threshold_of(active),
-            plans: self.plans(),
             ..self.stats.clone()
         }
     }
