@@ -12,6 +12,9 @@ scripts/setup.sh
     --order grouped --seed 0 --limit 1000 --out ../.data/replay-grouped-1000 >/dev/null; } \
   && { [ -f ../.data/reference-vtest-check/labels.csv ] || python3 -m cachenet_train reference \
     --model-dir real-footage --segment 0.7 0.75 --clip vtest.avi --out ../.data/reference-vtest-check >/dev/null; })
+# KServe's model server in its own virtual environment (the inference-server tests).
+CACHENET_KSERVE_PYTHON="$PWD/$(scripts/setup-kserve.sh)"
+export CACHENET_KSERVE_PYTHON
 cargo build --workspace --all-targets
 cargo test --workspace
 # The onnxruntime backend (cargo feature onnxruntime) with the library of the onnxruntime wheel.

@@ -25,7 +25,8 @@ pub struct ModelSet {
     pub manifest: Manifest,
     /// `manifest.json` as read (its sha256 is what a device pins).
     pub manifest_bytes: Vec<u8>,
-    pub full: Model,
+    /// None when the full model runs elsewhere ([`ModelSet::load_serving`] without it).
+    pub full: Option<Model>,
     pub selector: Model,
     pub submodels: Vec<LoadedSubmodel>,
 }
@@ -108,15 +109,25 @@ impl ModelSet {
     /// [`ModelSet::load`] on `engine` (the full model and the submodels; the selector, a few
     /// multiply-adds, on the default engine).
     pub fn load_on(dir: &Path, engine: &Engine) -> Result<ModelSet> {
+        Self::load_serving(dir, engine, true)
+    }
+
+    /// [`ModelSet::load_on`], with the full model (`with_full`) or without it (it runs on an
+    /// inference server; its file is still verified against the manifest when present).
+    pub fn load_serving(dir: &Path, engine: &Engine, with_full: bool) -> Result<ModelSet> {
         let (manifest, manifest_bytes) = Manifest::load_with_bytes(dir)?;
         let classes = manifest.labels.len();
-        let full = load_file(
-            dir,
-            &manifest.full_model.model_file(),
-            manifest.full_input().shape(),
-            classes,
-            engine,
-        )?;
+        let full = if with_full {
+            Some(load_file(
+                dir,
+                &manifest.full_model.model_file(),
+                manifest.full_input().shape(),
+                classes,
+                engine,
+            )?)
+        } else {
+            None
+        };
         let selector = load_file(
             dir,
             &manifest.selector.model_file(),
@@ -152,7 +163,11 @@ impl ModelSet {
 
     /// The full model's classification of a normalised input tensor at its input.
     pub fn classify_full(&self, input: &[f32]) -> Result<Classification> {
-        Ok(Classification::from_logits(&self.full.run(input)?))
+        let full = self.full.as_ref().ok_or_else(|| CoreError::Inference {
+            name: self.manifest.full_model.file.clone(),
+            message: "this set was loaded without its full model".into(),
+        })?;
+        Ok(Classification::from_logits(&full.run(input)?))
     }
 
     /// The selector's choice of submodel for a frame whose full-model classification is

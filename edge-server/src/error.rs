@@ -16,6 +16,8 @@ pub enum ApiError {
     Overloaded(String),
     NotReady(String),
     Internal(String),
+    /// The inference server that runs the full model answered something unusable.
+    Upstream(String),
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Overloaded(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -41,6 +44,7 @@ impl ApiError {
             ApiError::Overloaded(_) => "overloaded",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Internal(_) => "internal",
+            ApiError::Upstream(_) => "upstream",
         }
     }
 
@@ -53,7 +57,8 @@ impl ApiError {
             | ApiError::Unauthorized(m)
             | ApiError::Overloaded(m)
             | ApiError::NotReady(m)
-            | ApiError::Internal(m) => m,
+            | ApiError::Internal(m)
+            | ApiError::Upstream(m) => m,
         }
     }
 }

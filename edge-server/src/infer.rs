@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use cachenet_core::maths::Classification;
 use cachenet_core::modelset::ModelSet;
 use cachenet_core::preprocess::normalize_into;
 use cachenet_core::proto::{self, infer_request::Image};
@@ -115,7 +116,14 @@ pub(crate) struct Answered {
     pub pixels: Option<Vec<u8>>,
 }
 
-pub(crate) fn infer(set: &ModelSet, body: &[u8], keep_pixels: bool) -> Result<Answered, ApiError> {
+/// Answer one request body. `remote_full`: the full model on an inference server (else the
+/// set's own).
+pub(crate) fn infer(
+    set: &ModelSet,
+    remote_full: Option<&crate::oip::OipModel>,
+    body: &[u8],
+    keep_pixels: bool,
+) -> Result<Answered, ApiError> {
     let req = proto::InferRequest::decode(body)
         .map_err(|e| ApiError::BadRequest(format!("malformed InferRequest protobuf: {e}")))?;
     if req.api_version != proto::API_VERSION {
@@ -157,7 +165,13 @@ pub(crate) fn infer(set: &ModelSet, body: &[u8], keep_pixels: bool) -> Result<An
     let decode_us = t0.elapsed().as_micros() as u64;
     let internal = |e: cachenet_core::CoreError| ApiError::Internal(e.to_string());
     let t1 = Instant::now();
-    let cls = set.classify_full(&tensor).map_err(internal)?;
+    let cls = match remote_full {
+        Some(server) => Classification::from_logits(&server.run(&tensor).map_err(|e| match e {
+            crate::oip::OipError::Unavailable(m) => ApiError::Overloaded(m),
+            crate::oip::OipError::Bad(m) => ApiError::Upstream(m),
+        })?),
+        None => set.classify_full(&tensor).map_err(internal)?,
+    };
     let full_model_us = t1.elapsed().as_micros() as u64;
     let t2 = Instant::now();
     // An image selector of its own size gets the frame scaled again, from the full model's

@@ -8,6 +8,7 @@ pub mod error;
 mod infer;
 pub mod listen;
 pub mod metrics;
+pub mod oip;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -64,6 +65,47 @@ pub struct Config {
     pub collect: Option<Arc<collect::Collector>>,
     /// What runs the full models and submodels (`--backend`, `--execution-provider`).
     pub engine: cachenet_core::engine::Engine,
+    /// Full models on an inference server instead of in-process (`--full-model`).
+    pub full_models: Vec<FullModelAt>,
+    /// How the inference server is reached (`--full-model-*`).
+    pub full_model_options: oip::Options,
+}
+
+/// `--full-model [SET=]oip+http://HOST:PORT/MODEL`: the full model of `set` (of the only set
+/// when None) runs on that inference server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullModelAt {
+    pub set: Option<String>,
+    pub url: String,
+}
+
+impl std::str::FromStr for FullModelAt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (set, url) = match s.split_once('=') {
+            Some((set, url)) if !set.contains("://") => (Some(set.to_string()), url),
+            _ => (None, s),
+        };
+        oip::parse_url(url)?;
+        Ok(FullModelAt {
+            set,
+            url: url.to_string(),
+        })
+    }
+}
+
+/// A model set as served: its full model in-process (`set.full`) or on an inference server.
+#[derive(Debug)]
+pub struct Served {
+    pub set: ModelSet,
+    pub remote_full: Option<oip::OipModel>,
+}
+
+impl std::ops::Deref for Served {
+    type Target = ModelSet;
+    fn deref(&self) -> &ModelSet {
+        &self.set
+    }
 }
 
 impl Default for Config {
@@ -81,13 +123,15 @@ impl Default for Config {
             tls: None,
             collect: None,
             engine: cachenet_core::engine::Engine::default(),
+            full_models: Vec::new(),
+            full_model_options: oip::Options::default(),
         }
     }
 }
 
 struct Inner {
     config: Config,
-    sets: OnceLock<BTreeMap<String, Arc<ModelSet>>>,
+    sets: OnceLock<BTreeMap<String, Arc<Served>>>,
     ready: AtomicBool,
     uploads: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
@@ -101,23 +145,47 @@ struct Inner {
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
-/// Load and validate every model directory on `engine` (blocking; sets are keyed by manifest
-/// name). Each model's plan is logged once (and a provider that could not start, as a
-/// warning).
-pub fn load_model_sets(
-    dirs: &[PathBuf],
-    engine: &cachenet_core::engine::Engine,
-) -> Result<BTreeMap<String, Arc<ModelSet>>, String> {
+/// Load and validate every model directory of `config` on its engine (blocking; sets are keyed
+/// by manifest name). A full model on an inference server (`full_models`) is not loaded here:
+/// the server's metadata is checked against the manifest instead. Each model's plan is logged
+/// once (and a provider that could not start, as a warning).
+pub fn load_model_sets(config: &Config) -> Result<BTreeMap<String, Arc<Served>>, String> {
+    let (dirs, engine) = (&config.model_dirs, &config.engine);
     let mut sets = BTreeMap::new();
     let mut warned = false;
+    let mut used = vec![false; config.full_models.len()];
     for dir in dirs {
-        let set = ModelSet::load_on(dir, engine)
+        let manifest = cachenet_core::manifest::Manifest::load(dir)
             .map_err(|e| format!("model set {}: {e}", dir.display()))?;
-        let models = std::iter::once(("full model".to_string(), &set.full)).chain(
-            set.submodels
-                .iter()
-                .map(|s| (format!("submodel {}", s.id), &s.model)),
-        );
+        let at = config.full_models.iter().position(|f| match &f.set {
+            Some(s) => *s == manifest.name,
+            None => dirs.len() == 1,
+        });
+        let set = ModelSet::load_serving(dir, engine, at.is_none())
+            .map_err(|e| format!("model set {}: {e}", dir.display()))?;
+        let remote_full = match at {
+            Some(i) => {
+                used[i] = true;
+                let m = oip::OipModel::connect(
+                    &config.full_models[i].url,
+                    set.manifest.full_input().shape(),
+                    set.manifest.labels.len(),
+                    &config.full_model_options,
+                )
+                .map_err(|e| format!("model set {}: {e}", set.name()))?;
+                Some(m)
+            }
+            None => None,
+        };
+        let models = set
+            .full
+            .iter()
+            .map(|f| ("full model".to_string(), f))
+            .chain(
+                set.submodels
+                    .iter()
+                    .map(|s| (format!("submodel {}", s.id), &s.model)),
+            );
         for (what, m) in models {
             let load = m.plan().load;
             tracing::info!(
@@ -134,9 +202,22 @@ pub fn load_model_sets(
             }
         }
         let name = set.name().to_string();
-        if sets.insert(name.clone(), Arc::new(set)).is_some() {
+        if sets
+            .insert(name.clone(), Arc::new(Served { set, remote_full }))
+            .is_some()
+        {
             return Err(format!("two model sets are named {name:?}"));
         }
+    }
+    if let Some(i) = used.iter().position(|u| !u) {
+        let f = &config.full_models[i];
+        return Err(match &f.set {
+            Some(s) => format!("--full-model {s}={}: no model set is named {s:?}", f.url),
+            None => format!(
+                "--full-model {}: name its set (SET=oip+http://...) when serving several",
+                f.url
+            ),
+        });
     }
     Ok(sets)
 }
@@ -161,13 +242,13 @@ impl AppState {
 
     /// Build a state and load its model sets now.
     pub fn load(config: Config) -> Result<AppState, String> {
-        let sets = load_model_sets(&config.model_dirs, &config.engine)?;
+        let sets = load_model_sets(&config)?;
         let state = AppState::new(config);
         state.set_models(sets);
         Ok(state)
     }
 
-    pub fn set_models(&self, sets: BTreeMap<String, Arc<ModelSet>>) {
+    pub fn set_models(&self, sets: BTreeMap<String, Arc<Served>>) {
         let _ = self.0.sets.set(sets);
         self.0.ready.store(true, Ordering::Release);
     }
@@ -198,7 +279,7 @@ impl AppState {
         ]
     }
 
-    fn set(&self, name: &str) -> Result<Arc<ModelSet>, ApiError> {
+    fn set(&self, name: &str) -> Result<Arc<Served>, ApiError> {
         let sets = self
             .0
             .sets
@@ -213,7 +294,7 @@ impl AppState {
 /// Answer one `InferRequest` body for `set` as `POST /v1/models/{set}/infer` does (decode,
 /// checks, image decoding, full model and selector), without HTTP: for embedding and fuzzing.
 pub fn infer_request(set: &ModelSet, body: &[u8]) -> Result<proto::InferResponse, ApiError> {
-    infer::infer(set, body, false).map(|a| a.response)
+    infer::infer(set, None, body, false).map(|a| a.response)
 }
 
 /// The HTTP routes.
@@ -475,7 +556,7 @@ async fn infer_handler(
     let result = tokio::task::spawn_blocking(move || {
         let _permits = (admitted, worker);
         let collect = st.0.config.collect.as_deref();
-        infer::infer(&set, &body, collect.is_some()).map(|a| {
+        infer::infer(&set.set, set.remote_full.as_ref(), &body, collect.is_some()).map(|a| {
             let m = &st.0.metrics;
             m.inference(set.name(), started.elapsed(), a.response.submodel_id);
             if let Some(id) = a.audited {

@@ -70,6 +70,25 @@ struct Args {
     /// --backend onnxruntime: path of libonnxruntime.so.
     #[arg(long)]
     onnxruntime_library: Option<PathBuf>,
+    /// Run the full model on an inference server that speaks the Open Inference Protocol v2
+    /// (Triton, KServe, MLServer, OpenVINO Model Server): oip+http://HOST:PORT/MODEL, or
+    /// SET=oip+http://... when serving several sets; repeat per set. Its metadata must match
+    /// the manifest, else the edge refuses to start.
+    #[arg(long, value_name = "[SET=]URL")]
+    full_model: Vec<cachenet_edge::FullModelAt>,
+    /// --full-model oip+https://: PEM certificates of a private CA for the server.
+    #[arg(long)]
+    full_model_ca_file: Option<PathBuf>,
+    /// --full-model: a file holding a bearer token the inference server requires.
+    #[arg(long)]
+    full_model_token_file: Option<PathBuf>,
+    /// --full-model: bound on one call to the inference server (ms); a call past it, a refused
+    /// connection or a 503 of the server is answered 503 to the camera.
+    #[arg(long, default_value_t = 1000)]
+    full_model_timeout_ms: u64,
+    /// --full-model: how long to wait at start for the inference server to be ready (s).
+    #[arg(long, default_value_t = 60)]
+    full_model_wait_s: u64,
     /// Validate the model sets, print a line per set and exit.
     #[arg(long)]
     check: bool,
@@ -110,8 +129,32 @@ fn main() -> ExitCode {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     };
+    let full_model_token = match &args.full_model_token_file {
+        Some(path) => match read_token(path, "--full-model-token-file") {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let mut config = Config {
+        engine,
+        model_dirs: args.model_dirs,
+        max_body_bytes: args.max_body_bytes,
+        uploads: args.max_uploads.max(1),
+        full_models: args.full_model,
+        full_model_options: cachenet_edge::oip::Options {
+            ca_file: args.full_model_ca_file,
+            token: full_model_token,
+            timeout: std::time::Duration::from_millis(args.full_model_timeout_ms.max(1)),
+            wait: std::time::Duration::from_secs(args.full_model_wait_s),
+        },
+        ..Config::default()
+    };
     if args.check {
-        return match load_model_sets(&args.model_dirs, &engine) {
+        return match load_model_sets(&config) {
             Ok(sets) => {
                 for (name, s) in sets {
                     let m = &s.manifest;
@@ -120,8 +163,14 @@ fn main() -> ExitCode {
                         .iter()
                         .map(|i| format!("{}x{}x{}", i.width, i.height, i.channels))
                         .collect();
+                    let full = s
+                        .remote_full
+                        .as_ref()
+                        .map(|r| format!(", full model on {}", r.describe()))
+                        .unwrap_or_default();
                     println!(
-                        "{name}: ok (version {}, {} labels, K = {}, input {}, threshold {} nats)",
+                        "{name}: ok (version {}, {} labels, K = {}, input {}, threshold {} \
+                         nats{full})",
                         m.version,
                         m.labels.len(),
                         m.selector.k,
@@ -137,13 +186,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut config = Config {
-        engine,
-        model_dirs: args.model_dirs,
-        max_body_bytes: args.max_body_bytes,
-        uploads: args.max_uploads.max(1),
-        ..Config::default()
-    };
+
     if let Some(w) = args.workers {
         config.workers = w.max(1);
         config.queue = 4 * config.workers;
@@ -170,14 +213,10 @@ fn main() -> ExitCode {
         }
     }
     if let Some(path) = &args.token_file {
-        match std::fs::read_to_string(path) {
-            Ok(t) if !t.trim().is_empty() => config.token = Some(t.trim().to_string()),
-            Ok(_) => {
-                eprintln!("error: --token-file {}: the file is empty", path.display());
-                return ExitCode::FAILURE;
-            }
+        match read_token(path, "--token-file") {
+            Ok(t) => config.token = Some(t),
             Err(e) => {
-                eprintln!("error: --token-file {}: {e}", path.display());
+                eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -209,12 +248,11 @@ async fn run(config: Config, listen: SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let dirs = config.model_dirs.clone();
-    let engine = config.engine.clone();
+    let load = config.clone();
     let state = AppState::new(config);
     let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<String>(1);
     let loader = state.clone();
-    tokio::task::spawn_blocking(move || match load_model_sets(&dirs, &engine) {
+    tokio::task::spawn_blocking(move || match load_model_sets(&load) {
         Ok(sets) => {
             for (name, s) in &sets {
                 tracing::info!(set = %name, k = s.manifest.selector.k, "model set loaded");
@@ -246,6 +284,15 @@ async fn run(config: Config, listen: SocketAddr) -> ExitCode {
             eprintln!("error: server task: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A bearer token from a file (trimmed; an empty file is an error).
+fn read_token(path: &std::path::Path, flag: &str) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        Ok(_) => Err(format!("{flag} {}: the file is empty", path.display())),
+        Err(e) => Err(format!("{flag} {}: {e}", path.display())),
     }
 }
 

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! The real `cachenet-edge` process, as the end-to-end and fault tests run it. Needs the
 //! binary built with the same profile first (`cargo build --workspace`: the README's test
 //! command does it).
@@ -29,17 +30,27 @@ impl Drop for Kill {
 
 /// The `cachenet-edge` process serving `model_dir` on a free loopback port, once ready.
 pub fn start_edge(model_dir: &Path) -> (Kill, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    let port = free_port();
+    (start_edge_on(model_dir, port), port)
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    (start_edge_on(model_dir, port), port)
+        .port()
 }
 
 /// The `cachenet-edge` process serving `model_dir` on `port` (a restart on the same address),
 /// once ready.
 pub fn start_edge_on(model_dir: &Path, port: u16) -> Kill {
+    start_edge_with(model_dir, port, &[])
+}
+
+/// [`start_edge_on`] with more flags (`--full-model ...`).
+pub fn start_edge_with(model_dir: &Path, port: u16, extra: &[&str]) -> Kill {
     let edge_bin = target_dir().join("cachenet-edge");
     assert!(
         edge_bin.exists(),
@@ -54,6 +65,7 @@ pub fn start_edge_on(model_dir: &Path, port: u16) -> Kill {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -64,7 +76,7 @@ pub fn start_edge_on(model_dir: &Path, port: u16) -> Kill {
         .timeout_global(Some(Duration::from_secs(2)))
         .build()
         .into();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while agent
         .get(format!("http://127.0.0.1:{port}/health/ready"))
         .call()
