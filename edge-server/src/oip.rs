@@ -272,7 +272,9 @@ impl OipModel {
     }
 
     fn wait_ready(&self, wait: Duration) -> Result<(), String> {
-        let url = format!("{}/v2/health/ready", self.base);
+        // The model's readiness, not the server's: a server may be ready before it has loaded
+        // the model (PyTriton binds models after Triton starts).
+        let url = format!("{}/v2/models/{}/ready", self.base, self.model);
         let start = Instant::now();
         let mut logged = false;
         loop {
@@ -283,12 +285,17 @@ impl OipModel {
             };
             if start.elapsed() >= wait {
                 return Err(format!(
-                    "--full-model: the inference server {} is not ready after {wait:?}: {why}",
-                    self.base
+                    "--full-model: model {:?} on the inference server {} is not ready after \
+                     {wait:?}: {why}",
+                    self.model, self.base
                 ));
             }
             if !std::mem::replace(&mut logged, true) {
-                tracing::info!(server = %self.base, "waiting for the inference server: {why}");
+                tracing::info!(
+                    server = %self.base,
+                    model = %self.model,
+                    "waiting for the model on the inference server: {why}"
+                );
             }
             std::thread::sleep(Duration::from_millis(250));
         }

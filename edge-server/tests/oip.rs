@@ -132,7 +132,7 @@ impl FakeServer {
             calls: Mutex::new(0),
         });
         let app = Router::new()
-            .route("/v2/health/ready", get(|| async { "" }))
+            .route("/v2/models/full/ready", get(|| async { "" }))
             .route("/v2/models/full", get(metadata))
             .route("/v2/models/full/infer", post(infer))
             .with_state(fake.clone());

@@ -1,8 +1,10 @@
 //! The full model on an inference server: KServe's model server (`deploy/kserve/serve_onnx.py`,
-//! in its own virtual environment, made by scripts/test.sh) serves the shipped full models
-//! over the Open Inference Protocol v2 with onnxruntime; `cachenet-edge --full-model
+//! in its own virtual environment, made by scripts/test.sh) serves the shipped full model over
+//! the Open Inference Protocol v2 with onnxruntime; `cachenet-edge --full-model
 //! oip+http://...` sends it the misses. The element's replay against that edge makes the same
-//! decisions as against an edge that runs the full model in-process.
+//! decisions as against an edge that runs the full model in-process. With
+//! `CACHENET_OIP_SERVER=triton` (scripts/test-triton.sh) the server is NVIDIA Triton through
+//! PyTriton (`deploy/triton/serve_pytriton.py`, dynamic batching) instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,35 +19,56 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The Python of the KServe environment: CACHENET_KSERVE_PYTHON, else `.data/venv-kserve`.
-fn kserve_python() -> PathBuf {
-    let p = std::env::var_os("CACHENET_KSERVE_PYTHON")
+/// A Python from `var`, else `.data/<venv>`.
+fn python(var: &str, venv: &str, setup: &str) -> PathBuf {
+    let p = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".data/venv-kserve/bin/python"));
+        .unwrap_or_else(|| root().join(".data").join(venv).join("bin/python"));
     assert!(
         p.exists(),
-        "{} is missing: run scripts/setup-kserve.sh (scripts/test.sh does)",
+        "{} is missing: run {setup} (scripts/test.sh runs the KServe one)",
         p.display()
     );
     p
 }
 
-/// KServe's model server with `model` as `name` on a free port (the edge waits for it to be
-/// ready).
-fn kserve(model: &Path, name: &str) -> (Kill, u16) {
+/// The inference server (KServe's, or Triton with CACHENET_OIP_SERVER=triton) serving `model`
+/// as `name` on a free port; the edge waits for it to be ready.
+fn inference_server(model: &Path, name: &str) -> (Kill, u16) {
     let port = free_port();
-    let child = Command::new(kserve_python())
-        .arg(root().join("deploy/kserve/serve_onnx.py"))
-        .args(["--model_name", name, "--model_file"])
-        .arg(model)
-        .args([
-            "--http_port",
-            &port.to_string(),
-            "--enable_grpc",
-            "false",
-            "--enable_latency_logging",
-            "false",
-        ])
+    let triton = std::env::var("CACHENET_OIP_SERVER").is_ok_and(|s| s == "triton");
+    let mut cmd = if triton {
+        let mut c = Command::new(python(
+            "CACHENET_TRITON_PYTHON",
+            "venv-triton",
+            "scripts/test-triton.sh",
+        ));
+        c.arg(root().join("deploy/triton/serve_pytriton.py"))
+            .args(["--model-name", name, "--model-file"])
+            .arg(model)
+            .args(["--http-port", &port.to_string()])
+            .args(["--grpc-port", &free_port().to_string()])
+            .args(["--metrics-port", &free_port().to_string()]);
+        c
+    } else {
+        let mut c = Command::new(python(
+            "CACHENET_KSERVE_PYTHON",
+            "venv-kserve",
+            "scripts/setup-kserve.sh",
+        ));
+        c.arg(root().join("deploy/kserve/serve_onnx.py"))
+            .args(["--model_name", name, "--model_file"])
+            .arg(model)
+            .args(["--http_port", &port.to_string()])
+            .args([
+                "--enable_grpc",
+                "false",
+                "--enable_latency_logging",
+                "false",
+            ]);
+        c
+    };
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -103,11 +126,11 @@ fn replay(dir: &Path, n: u32, props: &str) -> Vec<(i32, String, bool, bool)> {
 }
 
 #[test]
-fn full_model_on_kserve_makes_the_same_decisions_as_in_process() {
+fn full_model_on_an_inference_server_makes_the_same_decisions_as_in_process() {
     gst::init().unwrap();
     gstcachenet::plugin_register_static().unwrap();
     let models = root().join("models/fashion-mnist");
-    let (_server, server_port) = kserve(&models.join("full.onnx"), "fashion-full");
+    let (_server, server_port) = inference_server(&models.join("full.onnx"), "fashion-full");
     let (local_port, oip_port) = (free_port(), free_port());
     let _local = start_edge_on(&models, local_port);
     let url = format!("oip+http://127.0.0.1:{server_port}/fashion-full");
