@@ -16,6 +16,7 @@ scripts/setup.sh
 CACHENET_KSERVE_PYTHON="$PWD/$(scripts/setup-kserve.sh)"
 export CACHENET_KSERVE_PYTHON
 cargo build --workspace --all-targets
+scripts/check-deploy.sh
 cargo test --workspace
 # The onnxruntime backend (cargo feature onnxruntime) with the library of the onnxruntime wheel.
 ORT_DYLIB_PATH="$(python3 -c 'import glob, os, onnxruntime; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[0])')"

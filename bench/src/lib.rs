@@ -3,6 +3,7 @@
 //! pipeline confined to a fraction of a CPU, and reports the paper's table.
 
 pub mod engines;
+pub mod fleet;
 pub mod proxy;
 pub mod report;
 pub mod run;

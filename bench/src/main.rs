@@ -194,6 +194,16 @@ impl Drop for Kill {
 }
 
 fn main() {
+    // `cachenet-bench fleet ...`: many cameras against several edges (its own flags).
+    if std::env::args().nth(1).as_deref() == Some("fleet") {
+        let args =
+            std::iter::once("cachenet-bench fleet".to_string()).chain(std::env::args().skip(2));
+        if let Err(e) = cachenet_bench::fleet::main(args) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = real_main() {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -216,16 +226,6 @@ fn engines(a: &Args) -> Result<Vec<cachenet_bench::engines::EngineRow>, String> 
         eprintln!("warning: taskset failed: engine timings are not pinned to one CPU");
     }
     cachenet_bench::engines::compare(&a.model_dir, 100)
-}
-
-/// CPU seconds (user + system) of process `pid` so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // fields 14 and 15 of stat (utime, stime) are 12 and 13 after the command name
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn link_of(name: &str) -> Result<Option<Link>, String> {
@@ -387,7 +387,7 @@ fn real_main() -> Result<(), String> {
         args.extend(extra.iter().cloned());
         args.extend(["!".into(), "fakesink".into(), "sync=false".into()]);
         let before = edge_bytes(&agent, &edge_url);
-        let cpu_before = cpu_seconds(edge_pid);
+        let cpu_before = cachenet_bench::run::cpu_seconds(edge_pid);
         let (stdout, usage, ok) = run_measured(
             "gst-launch-1.0",
             &args,
@@ -397,7 +397,7 @@ fn real_main() -> Result<(), String> {
             Duration::from_secs(3600),
         )
         .map_err(|e| e.to_string())?;
-        let edge_cpu = cpu_seconds(edge_pid) - cpu_before;
+        let edge_cpu = cachenet_bench::run::cpu_seconds(edge_pid) - cpu_before;
         let after = edge_bytes(&agent, &edge_url);
         let msgs = report::parse_messages(&stdout);
         if !ok || msgs.len() != count {

@@ -164,3 +164,13 @@ pub fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
 }
+
+/// CPU seconds (user + system) of process `pid` so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // fields 14 and 15 of stat (utime, stime) are 12 and 13 after the command name
+    (ticks(11) + ticks(12)) / 100.0
+}

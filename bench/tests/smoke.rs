@@ -158,3 +158,42 @@ fn drift_scenario_runs_and_counts_audits() {
         "{md}"
     );
 }
+
+/// The fleet bench on a few cameras against one and two real edges: every level counts frames
+/// and misses answered by the edges, and the table, the JSON and the cameras-per-core lines are
+/// written.
+#[test]
+fn fleet_runs_cameras_against_one_and_two_edges() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_cachenet-bench"));
+    let edge = bench.with_file_name("cachenet-edge");
+    assert!(
+        edge.exists(),
+        "build the workspace first: {}",
+        edge.display()
+    );
+    let out = tempfile_dir("fleet");
+    let st = Command::new(&bench)
+        .current_dir(&root)
+        .args(["fleet", "--edge-bin"])
+        .arg(&edge)
+        .args(["--cameras", "4", "--edges", "1,2", "--seconds", "2"])
+        .args(["--fps", "20", "--run-mean", "5", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{stderr}");
+    let levels: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(out.join("fleet.json")).unwrap()).unwrap();
+    assert_eq!(levels.len(), 2);
+    for (l, edges) in levels.iter().zip([1, 2]) {
+        assert_eq!(l["edges"], edges);
+        assert!(l["frames"].as_u64().unwrap() > 40, "{l}");
+        assert!(l["misses_answered"].as_u64().unwrap() > 0, "{l}");
+        assert_eq!(l["unanswered"], 0, "{l}");
+        assert!(l["edge_cpu_s"].as_f64().unwrap() > 0.0, "{l}");
+    }
+    let md = std::fs::read_to_string(out.join("fleet.md")).unwrap();
+    assert!(md.contains("| 2 | 4 |") && md.contains("edge(s):"), "{md}");
+}

@@ -45,6 +45,9 @@ fn body_deadline(len: u64) -> std::time::Duration {
     BODY_GRACE + std::time::Duration::from_millis(len.saturating_mul(1000) / BODY_MIN_RATE)
 }
 
+/// How often the inference servers of `--full-model` are checked for `/health/ready`.
+pub const UPSTREAM_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Server settings (the binary's flags).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -133,6 +136,11 @@ struct Inner {
     config: Config,
     sets: OnceLock<BTreeMap<String, Arc<Served>>>,
     ready: AtomicBool,
+    /// Every inference server that runs a full model answered its model's readiness at the
+    /// last check (true without one).
+    upstream_ready: AtomicBool,
+    /// Shutting down: readiness answers 503 so that balancers drain this edge.
+    draining: AtomicBool,
     uploads: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
     /// Capacities of `uploads` and `admitted` (for the gauges).
@@ -236,6 +244,8 @@ impl AppState {
             config,
             sets: OnceLock::new(),
             ready: AtomicBool::new(false),
+            upstream_ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             metrics: Metrics::default(),
         }))
     }
@@ -249,12 +259,61 @@ impl AppState {
     }
 
     pub fn set_models(&self, sets: BTreeMap<String, Arc<Served>>) {
+        let watch = sets.values().any(|s| s.remote_full.is_some());
         let _ = self.0.sets.set(sets);
         self.0.ready.store(true, Ordering::Release);
+        if watch {
+            self.watch_upstream();
+        }
     }
 
+    /// Check the inference servers' readiness every [`UPSTREAM_CHECK`] on a thread of its own
+    /// (ends with the state), so that `/health/ready` answers 503 while a full model cannot be
+    /// reached and balancers send the cameras elsewhere.
+    fn watch_upstream(&self) {
+        let weak = Arc::downgrade(&self.0);
+        let spawned = std::thread::Builder::new()
+            .name("cachenet-upstream".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPSTREAM_CHECK);
+                    let Some(inner) = weak.upgrade() else { return };
+                    let Some(sets) = inner.sets.get() else {
+                        continue;
+                    };
+                    let down: Vec<String> = sets
+                        .values()
+                        .filter_map(|s| s.remote_full.as_ref())
+                        .filter(|m| !m.is_ready())
+                        .map(|m| m.describe())
+                        .collect();
+                    let was = inner.upstream_ready.swap(down.is_empty(), Ordering::AcqRel);
+                    if was && !down.is_empty() {
+                        tracing::warn!(
+                            "not ready: the full model's inference server does not answer ({})",
+                            down.join(", ")
+                        );
+                    } else if !was && down.is_empty() {
+                        tracing::info!("ready again: the inference servers answer");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot watch the inference servers: {e}");
+        }
+    }
+
+    /// Stop answering ready (`/health/ready` 503) ahead of a shutdown, so that balancers stop
+    /// sending requests while in-flight ones finish.
+    pub fn drain(&self) {
+        self.0.draining.store(true, Ordering::Release);
+    }
+
+    /// Model sets loaded, every inference server ready, not draining.
     pub fn is_ready(&self) -> bool {
         self.0.ready.load(Ordering::Acquire)
+            && self.0.upstream_ready.load(Ordering::Acquire)
+            && !self.0.draining.load(Ordering::Acquire)
     }
 
     pub fn config(&self) -> &Config {
@@ -389,10 +448,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
+    let i = &state.0;
     if state.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
-    } else {
+    } else if i.draining.load(Ordering::Acquire) {
+        ApiError::NotReady("shutting down".into()).into_response()
+    } else if !i.ready.load(Ordering::Acquire) {
         ApiError::NotReady("model sets are still loading".into()).into_response()
+    } else {
+        ApiError::NotReady("the full model's inference server is not ready".into()).into_response()
     }
 }
 

@@ -89,6 +89,11 @@ struct Args {
     /// --full-model: how long to wait at start for the inference server to be ready (s).
     #[arg(long, default_value_t = 60)]
     full_model_wait_s: u64,
+    /// On SIGTERM or Ctrl-C, answer /health/ready with 503 for this many seconds while still
+    /// serving, so that a balancer's health checks drain this edge, then stop accepting and
+    /// finish the requests in flight.
+    #[arg(long, default_value_t = 0)]
+    drain_s: u64,
     /// Validate the model sets, print a line per set and exit.
     #[arg(long)]
     check: bool,
@@ -237,10 +242,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(config, args.listen))
+    rt.block_on(run(
+        config,
+        args.listen,
+        std::time::Duration::from_secs(args.drain_s),
+    ))
 }
 
-async fn run(config: Config, listen: SocketAddr) -> ExitCode {
+async fn run(config: Config, listen: SocketAddr, drain: std::time::Duration) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -250,6 +259,7 @@ async fn run(config: Config, listen: SocketAddr) -> ExitCode {
     };
     let load = config.clone();
     let state = AppState::new(config);
+    let drainer = state.clone();
     let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<String>(1);
     let loader = state.clone();
     tokio::task::spawn_blocking(move || match load_model_sets(&load) {
@@ -270,7 +280,17 @@ async fn run(config: Config, listen: SocketAddr) -> ExitCode {
         let _ = stop_rx.await;
     }));
     let code = tokio::select! {
-        _ = shutdown_signal() => { tracing::info!("shutting down: finishing in-flight requests"); ExitCode::SUCCESS }
+        _ = shutdown_signal() => {
+            if !drain.is_zero() {
+                // Readiness answers 503 first, so that a balancer's health checks take this
+                // edge out of rotation before it stops accepting.
+                drainer.drain();
+                tracing::info!(?drain, "draining: not ready, still serving");
+                tokio::time::sleep(drain).await;
+            }
+            tracing::info!("shutting down: finishing in-flight requests");
+            ExitCode::SUCCESS
+        }
         Some(e) = fail_rx.recv() => { eprintln!("error: {e}"); ExitCode::FAILURE }
     };
     let _ = stop_tx.send(());

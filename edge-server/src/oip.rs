@@ -459,6 +459,14 @@ impl OipModel {
         Err(format!("no output named {:?}", self.output))
     }
 
+    /// Whether the server answers its model's readiness now (bounded by the timeout).
+    pub fn is_ready(&self) -> bool {
+        let url = format!("{}/v2/models/{}/ready", self.base, self.model);
+        self.auth(self.agent.get(&url))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    }
+
     /// `http://host:port` of the server and the model's name (for logs and `--check`).
     pub fn describe(&self) -> String {
         format!(

@@ -324,9 +324,44 @@ fn an_unavailable_server_is_a_503_to_the_camera_until_it_is_back() {
         "bounded by --full-model-timeout-ms: {:?}",
         t.elapsed()
     );
-    // Down altogether, then back on the same port.
+    // Down altogether: the edge's readiness follows (a balancer takes it out of rotation);
+    // back on the same port: ready and answering again.
     drop(server);
     assert_eq!(post_frame(&edge, 200).0, 503);
+    ready_becomes(&edge, 503);
     let _server = FakeServer::start(vec![1, 1, 8, 8], Behaviour::Binary, port);
+    ready_becomes(&edge, 200);
     assert_eq!(post_frame(&edge, 200).0, 200);
+}
+
+/// Poll the edge's /health/ready until it answers `status` (within a few checks).
+fn ready_becomes(edge: &Background, status: u16) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let deadline = Instant::now() + 4 * cachenet_edge::UPSTREAM_CHECK;
+    loop {
+        let got = agent
+            .get(format!("{}/health/ready", edge.url()))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16();
+        if got == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/health/ready stays {got}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_draining_edge_is_not_ready_but_still_answers() {
+    let state = AppState::load(config(None, Duration::from_secs(1))).unwrap();
+    let edge = Background::start(state.clone(), "127.0.0.1:0").unwrap();
+    ready_becomes(&edge, 200);
+    state.drain();
+    ready_becomes(&edge, 503);
+    assert_eq!(post_frame(&edge, 10).0, 200, "in-flight work still served");
 }

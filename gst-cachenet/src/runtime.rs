@@ -25,7 +25,7 @@ use cachenet_core::preprocess::normalize_into;
 use gst::glib;
 
 use crate::audit::{Agreement, AuditConfig, Auditor, Moved};
-use crate::edge::{EdgeClient, EdgeError};
+use crate::edge::{EdgeClient, EdgeError, EdgeEvent};
 use crate::remote::{
     Fetched, InferJob, InferOutcome, OffloadWorker, PrefetchWorker, Remote, SwapTimings,
     SwapWorker, audit_worker, offload_worker, prefetch_worker, swap_worker,
@@ -186,6 +186,12 @@ pub struct Stats {
     /// Each model loaded so far and its plan ("submodel 0: direct", "full model: tract; the own
     /// plan refused the graph: grouped Conv").
     pub plans: Arc<Vec<String>>,
+    /// The edge in use ("" without one), the edges in this camera's preference order, and
+    /// the failovers away from an edge and returns to the preferred one so far.
+    pub edge: Arc<str>,
+    pub edges: Arc<Vec<String>>,
+    pub failovers: u64,
+    pub edge_returns: u64,
 }
 
 impl Stats {
@@ -307,6 +313,8 @@ pub struct FrameEvents {
     pub swaps: Vec<SwapEvent>,
     /// The edge answers again after failures.
     pub recovered: bool,
+    /// Back on the preferred edge of several.
+    pub returns: Vec<String>,
     /// Audits answered.
     pub audits: Vec<AuditEvent>,
     /// Thresholds that calibration moved.
@@ -488,7 +496,10 @@ impl Runtime {
         let tensors = inputs.iter().map(|i| vec![0.0; i.len()]).collect();
         let fresh = vec![false; inputs.len()];
         Ok(Runtime {
-            stats: Stats::default(),
+            stats: Stats {
+                edges: Arc::new(remote.as_ref().map(|r| r.edge.edges()).unwrap_or_default()),
+                ..Stats::default()
+            },
             manifest,
             config,
             full,
@@ -570,7 +581,14 @@ impl Runtime {
     /// The counters, with the active submodel (of the whole frame) filled in.
     pub fn stats(&self) -> Stats {
         let active = self.active();
+        let (edge, (failovers, edge_returns)) = match &self.remote {
+            Some(r) => (r.edge.current(), r.edge.failovers()),
+            None => (Arc::from(""), (0, 0)),
+        };
         Stats {
+            edge,
+            failovers,
+            edge_returns,
             active_submodel: active.map_or(-1, |a| a as i32),
             objects: self.tracks.len() as u64,
             agreements: self.auditor.agreements(),
@@ -639,6 +657,14 @@ impl Runtime {
         self.stats.objects_dropped += (before - self.tracks.len()) as u64;
         self.track(FRAME_OBJECT);
         self.poll_audits();
+        if let Some(r) = &self.remote {
+            for e in r.edge.take_events() {
+                match e {
+                    EdgeEvent::Warning(w) => self.events.warnings.push(w),
+                    EdgeEvent::Returned(n) => self.events.returns.push(n),
+                }
+            }
+        }
         std::mem::take(&mut self.events)
     }
 

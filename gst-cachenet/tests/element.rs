@@ -465,9 +465,15 @@ fn device_and_edge_scale_a_frame_alike() {
         .unwrap()
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .unwrap();
-    let client =
-        gstcachenet::edge::EdgeClient::new(&e.url(), "tiny", None, Duration::from_secs(10), None)
-            .unwrap();
+    let client = gstcachenet::edge::EdgeClient::new(
+        &e.url(),
+        "tiny",
+        None,
+        Duration::from_secs(10),
+        None,
+        "camera",
+    )
+    .unwrap();
     let (answer, _) = client
         .infer(&proto::InferRequest {
             api_version: proto::API_VERSION,

@@ -46,6 +46,10 @@ pub(super) fn stats_structure(s: &Stats) -> gst::Structure {
         .field("audits-failed", s.audits_failed)
         .field("threshold", s.threshold as f64)
         .field("plans", gst::Array::new(s.plans.iter().map(String::as_str)))
+        .field("edge", &*s.edge)
+        .field("edges", gst::Array::new(s.edges.iter().map(String::as_str)))
+        .field("failovers", s.failovers)
+        .field("edge-returns", s.edge_returns)
         .field(
             "submodels",
             gst::List::new(s.agreements.iter().map(|a| {
@@ -247,6 +251,9 @@ impl CacheNetClassify {
         }
         if events.recovered {
             gst::info!(CAT, imp = self, "edge server answers again");
+        }
+        for r in &events.returns {
+            gst::info!(CAT, imp = self, "{r}");
         }
         for p in &events.plans {
             gst::info!(CAT, imp = self, "plan of {p}");

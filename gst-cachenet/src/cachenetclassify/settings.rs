@@ -34,6 +34,7 @@ pub(super) const DEFAULT_TARGET_AGREEMENT: f64 = -1.0;
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
     pub(super) edge_url: Option<String>,
+    pub(super) camera_id: Option<String>,
     pub(super) model_set: Option<String>,
     pub(super) model_dir: Option<String>,
     pub(super) mode: Mode,
@@ -70,6 +71,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             edge_url: None,
+            camera_id: None,
             model_set: None,
             model_dir: None,
             mode: DEFAULT_MODE,
@@ -110,7 +112,12 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
         vec![
             glib::ParamSpecString::builder("edge-url")
                 .nick("Edge URL")
-                .blurb("Base URL of the cachenet-edge server, e.g. http://edge:8470 (unset: no offloading)")
+                .blurb("Base URL of the cachenet-edge server, e.g. http://edge:8470, or a comma-separated list of edges serving the same set: the camera prefers one by rendezvous hashing of camera-id, fails over to the next on a refused connection, a timeout or a 502/503/504, and returns once the preferred one answers /health/ready (probed every 5 s while away); an edge whose manifest differs is skipped with a warning (unset: no offloading)")
+                .mutable_ready()
+                .build(),
+            glib::ParamSpecString::builder("camera-id")
+                .nick("Camera id")
+                .blurb("What orders the edge-url list for this camera (rendezvous hashing: cameras spread over the edges and keep theirs); default: the host name and the element name")
                 .mutable_ready()
                 .build(),
             glib::ParamSpecString::builder("model-set")
@@ -297,7 +304,7 @@ pub(super) fn properties() -> &'static [glib::ParamSpec] {
                 .build(),
             glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                 .nick("Statistics")
-                .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, prefetches, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,cpu,wait}-us (cpu: the device CPU time of the swaps' work, from verify to first run); plans (each loaded model's plan: backend, provider, why the own plan refused a graph); audits: audits-sent, audits (answered), audit-agree, audits-dropped, audits-failed, threshold (in use for the active submodel) and submodels (a list of cachenet-agreement structures: submodel, audits, agree, window, agreement, agreement-low, agreement-high over its last 200 audits, 95 % Wilson interval, and threshold)")
+                .blurb("Counters: frames (classifications: frames, or regions with regions=roi), hits, misses, offloads, offload-failures, swaps, evictions, bytes-up, bytes-down, device-time-us, edge-time-us, hit-rate, active-submodel, fetches, plan-reuses, prefetches, objects (tracked now), objects-dropped, deferred, reused, messages-dropped, and the swap phases' totals swap-{download,verify,store,parse,optimise,first-run,cpu,wait}-us (cpu: the device CPU time of the swaps' work, from verify to first run); plans (each loaded model's plan: backend, provider, why the own plan refused a graph); edge (the edge in use), edges (edge-url's edges in this camera's order of preference), failovers, edge-returns; audits: audits-sent, audits (answered), audit-agree, audits-dropped, audits-failed, threshold (in use for the active submodel) and submodels (a list of cachenet-agreement structures: submodel, audits, agree, window, agreement, agreement-low, agreement-high over its last 200 audits, 95 % Wilson interval, and threshold)")
                 .read_only()
                 .build(),
         ]
@@ -316,6 +323,7 @@ impl Settings {
         };
         match name {
             "edge-url" => self.edge_url = opt(value),
+            "camera-id" => self.camera_id = opt(value),
             "model-set" => self.model_set = opt(value),
             "model-dir" => self.model_dir = opt(value),
             "mode" => self.mode = value.get().expect("type checked upstream"),
@@ -362,6 +370,7 @@ impl Settings {
     pub(super) fn get(&self, name: &str) -> Option<glib::Value> {
         Some(match name {
             "edge-url" => self.edge_url.to_value(),
+            "camera-id" => self.camera_id.to_value(),
             "model-set" => self.model_set.to_value(),
             "model-dir" => self.model_dir.to_value(),
             "mode" => self.mode.to_value(),

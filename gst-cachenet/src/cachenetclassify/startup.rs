@@ -52,8 +52,9 @@ impl CacheNetClassify {
         set: &str,
     ) -> Result<Manifest, gst::ErrorMessage> {
         let err = match edge.manifest() {
-            Ok((m, bytes)) => match check_pin(pin, &bytes, "edge-url") {
+            Ok((m, bytes, from)) => match check_pin(pin, &bytes, "edge-url") {
                 Ok(()) => {
+                    edge.set_reference(&cachenet_core::sha256_hex(&bytes), Some(&from));
                     if let Some(Err(e)) = store.map(|st| st.save_manifest(&bytes)) {
                         gst::warning!(CAT, imp = self, "{e}");
                     }
@@ -67,7 +68,8 @@ impl CacheNetClassify {
             .and_then(Store::load_manifest)
             .filter(|(_, bytes)| check_pin(pin, bytes, "cache-dir").is_ok())
         {
-            Some((m, _)) => {
+            Some((m, bytes)) => {
+                edge.set_reference(&cachenet_core::sha256_hex(&bytes), None);
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::Read,
@@ -99,7 +101,7 @@ impl CacheNetClassify {
                 let (manifest, bytes) = Manifest::load_with_bytes(Path::new(d))
                     .map_err(|e| settings_error(format!("model-dir: {e}")))?;
                 check_pin(pin, &bytes, "model-dir").map_err(settings_error)?;
-                Some((Path::new(d), manifest))
+                Some((Path::new(d), manifest, cachenet_core::sha256_hex(&bytes)))
             }
             None => None,
         };
@@ -109,14 +111,14 @@ impl CacheNetClassify {
             ));
         }
         let set = match (&s.model_set, &local) {
-            (Some(n), Some((_, l))) if *n != l.name => {
+            (Some(n), Some((_, l, _))) if *n != l.name => {
                 return Err(settings_error(format!(
                     "model-set {n:?} does not match the set in model-dir ({:?})",
                     l.name
                 )));
             }
             (Some(n), _) => n.clone(),
-            (None, Some((_, l))) => l.name.clone(),
+            (None, Some((_, l, _))) => l.name.clone(),
             (None, None) => {
                 return Err(settings_error(
                     "model-set: name the model set to ask the edge for",
@@ -126,7 +128,14 @@ impl CacheNetClassify {
         let edge = match &s.edge_url {
             Some(u) => {
                 let ca = s.ca_file.as_deref().map(Path::new);
-                let client = EdgeClient::new(u, &set, s.token.clone(), timeout, ca)
+                let camera = s.camera_id.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}/{}",
+                        crate::edge::host_name(),
+                        gst::prelude::GstObjectExt::name(&*self.obj())
+                    )
+                });
+                let client = EdgeClient::new(u, &set, s.token.clone(), timeout, ca, &camera)
                     .map_err(settings_error)?;
                 if let Some(w) = client.clear_text_warning() {
                     gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{}", w));
@@ -143,7 +152,12 @@ impl CacheNetClassify {
             store
         });
         let manifest = match (&local, &edge) {
-            (Some((_, l)), _) => l.clone(),
+            (Some((_, l, sha)), edge) => {
+                if let Some(e) = edge {
+                    e.set_reference(sha, None);
+                }
+                l.clone()
+            }
             (None, Some(e)) => self.edge_manifest(e, store.as_ref(), pin, &set)?,
             (None, None) => unreachable!("checked above"),
         };
@@ -182,7 +196,7 @@ impl CacheNetClassify {
         }
         if runs_submodels
             && initial.is_empty()
-            && let Some((dir, m)) = &local
+            && let Some((dir, m, _)) = &local
             && let Some(spec) = m.submodels.first()
         {
             let model = load_local_submodel(dir, m, spec.id, &engine)
@@ -212,7 +226,7 @@ impl CacheNetClassify {
             },
         };
         let full = match (&local, s.mode) {
-            (Some((dir, m)), Mode::Device) => Some(
+            (Some((dir, m, _)), Mode::Device) => Some(
                 load_local_full(dir, m, &config.engine)
                     .map_err(|e| settings_error(format!("model-dir: {e}")))?,
             ),
