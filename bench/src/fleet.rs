@@ -72,18 +72,26 @@ pub struct FleetArgs {
     /// Pin edge k to CPU k (taskset); the cameras run on the other CPUs where there are any.
     #[arg(long)]
     pub pin: bool,
+    /// Failover run: at a third of each level, kill edge 1 (SIGKILL), start it again at two
+    /// thirds (levels with two edges or more).
+    #[arg(long)]
+    pub kill_one: bool,
     /// The p99 miss latency that "cameras per edge core" must meet (ms).
     #[arg(long, default_value_t = 100.0)]
     pub p99_limit_ms: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Write fleet.md and the plot again from the fleet.json in --out (the flags that describe
+    /// the run must be the run's) without running anything.
+    #[arg(long)]
+    pub report_only: bool,
     /// Where fleet.json, fleet.md and fleet-p99.png go.
     #[arg(long, default_value = "bench/results/fleet")]
     pub out: PathBuf,
 }
 
 /// One level's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Level {
     pub edges: usize,
     pub cameras: usize,
@@ -96,6 +104,10 @@ pub struct Level {
     pub p99_ms: f64,
     /// Misses without the edge's answer (503s past every edge, timeouts).
     pub unanswered: u64,
+    /// The longest any frame waited for its result (ms).
+    pub worst_frame_ms: f64,
+    /// Edge 1 was killed and started again during the level (`--kill-one`).
+    pub killed: bool,
     pub failovers: u64,
     pub edge_cpu_s: f64,
     pub edge_cpu_ms_per_1000_frames: f64,
@@ -175,8 +187,15 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn start_edge(a: &FleetArgs, cpu: Option<usize>) -> Result<(EdgeProc, String), String> {
-    let port = free_port()?;
+fn start_edge(
+    a: &FleetArgs,
+    cpu: Option<usize>,
+    port: Option<u16>,
+) -> Result<(EdgeProc, String), String> {
+    let port = match port {
+        Some(p) => p,
+        None => free_port()?,
+    };
     let mut cmd = match cpu {
         Some(c) => {
             let mut t = Command::new("taskset");
@@ -224,6 +243,7 @@ struct CameraReport {
     miss_us: Vec<u64>,
     unanswered: u64,
     failovers: u64,
+    worst_us: u64,
 }
 
 struct CameraSetup {
@@ -302,6 +322,7 @@ fn camera(
             continue;
         }
         report.frames += 1;
+        report.worst_us = report.worst_us.max(took.as_micros() as u64);
         report.hits += u64::from(outcome.result.hit);
         if outcome.offloaded {
             if outcome.result.degraded {
@@ -315,6 +336,27 @@ fn camera(
     Ok(report)
 }
 
+/// With `--pin`: the cameras (this process) on the CPUs the edges do not take (all of them when
+/// the edges take every CPU: then they share, and the table says so).
+fn pin_generator(n_edges: usize, cpus: usize) {
+    let list = if n_edges < cpus {
+        format!("{n_edges}-{}", cpus - 1)
+    } else {
+        eprintln!(
+            "[fleet]   warning: {n_edges} edge(s) pinned on {cpus} CPUs: the cameras share the \
+             edges' CPUs"
+        );
+        format!("0-{}", cpus - 1)
+    };
+    let ok = Command::new("taskset")
+        .args(["-a", "-cp", &list, &std::process::id().to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("[fleet]   warning: taskset could not pin the cameras to CPUs {list}");
+    }
+}
+
 fn percentile(v: &mut [u64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -325,6 +367,7 @@ fn percentile(v: &mut [u64], p: f64) -> f64 {
 
 fn run_level(
     a: &FleetArgs,
+    cpus: usize,
     manifest: &Manifest,
     first: &Model,
     frames: &Arc<Frames>,
@@ -332,9 +375,12 @@ fn run_level(
     n_cameras: usize,
 ) -> Result<Level, String> {
     let pin = a.pin && which("taskset");
+    if pin {
+        pin_generator(n_edges, cpus);
+    }
     let mut edges = Vec::new();
     for k in 0..n_edges {
-        edges.push(start_edge(a, pin.then_some(k))?);
+        edges.push(start_edge(a, pin.then_some(k), None)?);
     }
     let urls = edges
         .iter()
@@ -373,14 +419,45 @@ fn run_level(
     ready.wait();
     std::thread::sleep(Duration::from_secs(2));
     let me = std::process::id();
-    let pids: Vec<u32> = edges.iter().map(|(p, _)| p.0.id()).collect();
     // A pinned edge runs under taskset's pid (taskset execs the edge).
-    let edge_cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
-    let (e0, g0, t0) = (edge_cpu(), cpu_seconds(me), Instant::now());
+    let edge_cpu = |edges: &[(EdgeProc, String)]| {
+        edges
+            .iter()
+            .map(|(p, _)| cpu_seconds(p.0.id()))
+            .sum::<f64>()
+    };
+    let (mut e0, g0, t0) = (edge_cpu(&edges), cpu_seconds(me), Instant::now());
     counting.store(true, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(a.seconds));
+    let kill = a.kill_one && n_edges >= 2;
+    if kill {
+        let third = Duration::from_secs_f64(a.seconds as f64 / 3.0);
+        std::thread::sleep(third);
+        let port: u16 = edges[0]
+            .1
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or("port")?;
+        // Its CPU so far counts; the new process starts from zero.
+        e0 -= cpu_seconds(edges[0].0.0.id());
+        let (killed, _) = edges.remove(0);
+        drop(killed);
+        eprintln!("[fleet]   edge 1 killed");
+        std::thread::sleep(third);
+        edges.insert(0, start_edge(a, pin.then_some(0), Some(port))?);
+        eprintln!("[fleet]   edge 1 started again");
+        std::thread::sleep(
+            (t0 + Duration::from_secs(a.seconds)).saturating_duration_since(Instant::now()),
+        );
+    } else {
+        std::thread::sleep(Duration::from_secs(a.seconds));
+    }
     stop.store(true, Ordering::Relaxed);
-    let (e1, g1, secs) = (edge_cpu(), cpu_seconds(me), t0.elapsed().as_secs_f64());
+    let (e1, g1, secs) = (
+        edge_cpu(&edges),
+        cpu_seconds(me),
+        t0.elapsed().as_secs_f64(),
+    );
     let mut total = CameraReport::default();
     for t in threads {
         let r = t.join().map_err(|_| "a camera thread panicked")??;
@@ -389,6 +466,7 @@ fn run_level(
         total.miss_us.extend(r.miss_us);
         total.unanswered += r.unanswered;
         total.failovers += r.failovers;
+        total.worst_us = total.worst_us.max(r.worst_us);
     }
     drop(edges);
     let edge_cpu_s = e1 - e0;
@@ -405,6 +483,8 @@ fn run_level(
         p50_ms: percentile(&mut total.miss_us, 0.5),
         p99_ms: percentile(&mut total.miss_us, 0.99),
         unanswered: total.unanswered,
+        worst_frame_ms: total.worst_us as f64 / 1000.0,
+        killed: kill,
         failovers: total.failovers,
         edge_cpu_s,
         edge_cpu_ms_per_1000_frames: per_frame * 1e6,
@@ -438,19 +518,21 @@ pub fn markdown(levels: &[Level], a: &FleetArgs) -> String {
         }
     );
     md.push_str(
-        "| edges | cameras | hit rate | misses/s | p50 miss ms | p99 miss ms | unanswered | \
-         failovers | edge CPU ms / 1000 frames | cameras per busy edge core | generator CPU s/s |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| edges | cameras | hit rate | misses/s | p50 miss ms | p99 miss ms | worst frame ms | \
+         unanswered | failovers | edge CPU ms / 1000 frames | cameras per busy edge core | \
+         generator CPU s/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for l in levels {
         md.push_str(&format!(
-            "| {} | {} | {:.1} % | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {:.0} | {:.2} |\n",
+            "| {}{} | {} | {:.1} % | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {:.0} | {:.2} |\n",
             l.edges,
+            if l.killed { " (1 killed)" } else { "" },
             l.cameras,
             100.0 * l.hit_rate,
             l.misses_per_s,
             l.p50_ms,
             l.p99_ms,
+            l.worst_frame_ms,
             l.unanswered,
             l.failovers,
             l.edge_cpu_ms_per_1000_frames,
@@ -462,18 +544,29 @@ pub fn markdown(levels: &[Level], a: &FleetArgs) -> String {
     let mut edge_counts: Vec<usize> = levels.iter().map(|l| l.edges).collect();
     edge_counts.dedup();
     for m in edge_counts {
-        let best = levels
+        let run: Vec<&Level> = levels
             .iter()
-            .filter(|l| l.edges == m && l.p99_ms <= a.p99_limit_ms && l.unanswered == 0)
+            .filter(|l| l.edges == m && !l.killed)
+            .collect();
+        let best = run
+            .iter()
+            .filter(|l| l.p99_ms <= a.p99_limit_ms && l.unanswered == 0)
             .map(|l| l.cameras)
             .max();
+        let largest = run.iter().map(|l| l.cameras).max();
         md.push_str(&match best {
             Some(n) => format!(
-                "- {m} edge(s): {n} cameras with p99 <= {} ms ({:.0} per edge core; the most \
-                 cameras run)\n",
+                "- {m} edge(s): at most {n} cameras with p99 <= {} ms and every miss answered \
+                 ({:.0} per edge core){}\n",
                 a.p99_limit_ms,
-                n as f64 / m as f64
+                n as f64 / m as f64,
+                if Some(n) == largest {
+                    "; the largest level run, so the limit is higher"
+                } else {
+                    ""
+                }
             ),
+            None if run.is_empty() => String::new(),
             None => format!(
                 "- {m} edge(s): no level kept p99 <= {} ms\n",
                 a.p99_limit_ms
@@ -485,16 +578,26 @@ pub fn markdown(levels: &[Level], a: &FleetArgs) -> String {
 
 pub fn main(args: impl IntoIterator<Item = String>) -> Result<(), String> {
     let a = FleetArgs::parse_from(args);
+    let json = a.out.join("fleet.json");
+    if a.report_only {
+        let levels: Vec<Level> = serde_json::from_slice(
+            &std::fs::read(&json).map_err(|e| format!("{}: {e}", json.display()))?,
+        )
+        .map_err(|e| format!("{}: {e}", json.display()))?;
+        return write_report(&a, &levels);
+    }
     let manifest = Manifest::load(&a.model_dir).map_err(|e| e.to_string())?;
     let frames = Arc::new(load_frames(&a.frames, &manifest)?);
     let first = load_local_submodel(&a.model_dir, &manifest, 0, &Engine::default())
         .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&a.out).map_err(|e| format!("--out: {e}"))?;
+    // Before any pinning narrows what this process sees.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut levels = Vec::new();
     for &m in &a.edges {
         for &n in &a.cameras {
             eprintln!("[fleet] {m} edge(s), {n} cameras, {} s ...", a.seconds);
-            let l = run_level(&a, &manifest, &first, &frames, m, n)?;
+            let l = run_level(&a, cpus, &manifest, &first, &frames, m, n)?;
             eprintln!(
                 "[fleet]   hit rate {:.1} %, {:.1} misses/s, p50 {:.1} ms, p99 {:.1} ms, \
                  {} unanswered, edge CPU {:.2} s",
@@ -508,10 +611,15 @@ pub fn main(args: impl IntoIterator<Item = String>) -> Result<(), String> {
             levels.push(l);
         }
     }
-    let json = a.out.join("fleet.json");
     std::fs::write(&json, serde_json::to_vec_pretty(&levels).expect("json"))
         .map_err(|e| e.to_string())?;
-    let md = markdown(&levels, &a);
+    write_report(&a, &levels)
+}
+
+/// fleet.md and the plot of p99 against cameras, from `levels`.
+fn write_report(a: &FleetArgs, levels: &[Level]) -> Result<(), String> {
+    let json = a.out.join("fleet.json");
+    let md = markdown(levels, a);
     std::fs::write(a.out.join("fleet.md"), &md).map_err(|e| e.to_string())?;
     print!("{md}");
     let plot = Path::new(env!("CARGO_MANIFEST_DIR")).join("plot_fleet.py");

@@ -159,8 +159,9 @@ fn drift_scenario_runs_and_counts_audits() {
     );
 }
 
-/// The fleet bench on a few cameras against one and two real edges: every level counts frames
-/// and misses answered by the edges, and the table, the JSON and the cameras-per-core lines are
+/// The fleet bench on a few cameras against one and two real edges (of the two, one killed and
+/// started again mid-level): every level counts frames and misses answered by the edges, no
+/// frame is left without one, and the table, the JSON and the cameras-per-core lines are
 /// written.
 #[test]
 fn fleet_runs_cameras_against_one_and_two_edges() {
@@ -177,8 +178,24 @@ fn fleet_runs_cameras_against_one_and_two_edges() {
         .current_dir(&root)
         .args(["fleet", "--edge-bin"])
         .arg(&edge)
-        .args(["--cameras", "4", "--edges", "1,2", "--seconds", "2"])
-        .args(["--fps", "20", "--run-mean", "5", "--out"])
+        .args([
+            "--cameras",
+            "4",
+            "--edges",
+            "1,2",
+            "--seconds",
+            "3",
+            "--kill-one",
+        ])
+        .args([
+            "--fps",
+            "20",
+            "--run-mean",
+            "5",
+            "--timeout-ms",
+            "1000",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
@@ -193,7 +210,12 @@ fn fleet_runs_cameras_against_one_and_two_edges() {
         assert!(l["misses_answered"].as_u64().unwrap() > 0, "{l}");
         assert_eq!(l["unanswered"], 0, "{l}");
         assert!(l["edge_cpu_s"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["worst_frame_ms"].as_f64().unwrap() <= 2000.0, "{l}");
+        assert_eq!(l["killed"], edges == 2, "{l}");
     }
     let md = std::fs::read_to_string(out.join("fleet.md")).unwrap();
-    assert!(md.contains("| 2 | 4 |") && md.contains("edge(s):"), "{md}");
+    assert!(
+        md.contains("| 2 (1 killed) | 4 |") && md.contains("edge(s):"),
+        "{md}"
+    );
 }

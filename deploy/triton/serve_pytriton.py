@@ -8,7 +8,9 @@ and point the edge at it: `cachenet-edge --model-dir models/fashion-mnist --full
 oip+http://127.0.0.1:8000/full`. Triton batches frames from many edge workers (up to
 --max-batch, waiting at most --queue-delay-us); the model runs on onnxruntime (CUDA first when
 the onnxruntime build has it). Triton lists the input shape without the batch dimension; the
-edge accepts that.
+edge accepts that. The shipped full models are exported with a batch of one: a batch Triton
+forms is run item by item (the queueing is shared, the model runs are not); a model exported
+with a dynamic batch axis runs each batch at once.
 """
 
 import argparse
@@ -40,10 +42,19 @@ def main():
     item_shape = tuple(int(d) for d in inp.shape[1:])
     classes = int(out.shape[-1])
 
+    # A graph exported with a batch of one (the shipped full models are) runs a batch Triton
+    # formed item by item; one with a dynamic batch axis runs it at once.
+    fixed_one = inp.shape[0] == 1
+
     @batch
     def infer(**inputs):
         x = inputs[inp.name].astype(np.float32, copy=False)
-        return {out.name: session.run([out.name], {inp.name: x})[0].astype(np.float32)}
+        if fixed_one:
+            y = np.concatenate([session.run([out.name], {inp.name: x[i:i + 1]})[0]
+                                for i in range(x.shape[0])])
+        else:
+            y = session.run([out.name], {inp.name: x})[0]
+        return {out.name: y.astype(np.float32)}
 
     config = TritonConfig(http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port)
