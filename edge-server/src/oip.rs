@@ -113,6 +113,8 @@ pub struct OipModel {
     classes: usize,
     /// Whether the server takes the binary-tensor extension.
     binary: bool,
+    /// Bound on one inference call, retry included.
+    timeout: Duration,
 }
 
 /// One tensor of the metadata answer.
@@ -196,6 +198,7 @@ impl OipModel {
             output: String::new(),
             classes,
             binary: true,
+            timeout: opts.timeout,
         };
         m.wait_ready(opts.wait)?;
         let meta = m.metadata()?;
@@ -350,26 +353,55 @@ impl OipModel {
             })
         };
         let header = serde_json::to_vec(&request).map_err(|e| OipError::Bad(e.to_string()))?;
-        let mut req = self.auth(self.agent.post(&self.infer_url));
-        let body = if self.binary {
-            req = req
-                .header(HEADER_LENGTH, header.len().to_string())
-                .header("content-type", "application/octet-stream");
+        let (headers, body) = if self.binary {
+            let len = header.len().to_string();
             let mut b = header;
             b.reserve(input.len() * 4);
             for v in input {
                 b.extend_from_slice(&v.to_le_bytes());
             }
-            b
+            (
+                vec![
+                    (HEADER_LENGTH, len),
+                    ("content-type", "application/octet-stream".to_string()),
+                ],
+                b,
+            )
         } else {
-            req = req.header("content-type", "application/json");
-            header
+            (
+                vec![("content-type", "application/json".to_string())],
+                header,
+            )
         };
         let unavailable =
             |e: String| OipError::Unavailable(format!("the full model's server: {e}"));
-        let mut resp = req
-            .send(&body[..])
-            .map_err(|e| unavailable(e.to_string()))?;
+        let started = Instant::now();
+        let mut retried = false;
+        let mut resp = loop {
+            let remaining = self.timeout.saturating_sub(started.elapsed());
+            let mut req = self.auth(self.agent.post(&self.infer_url));
+            for (k, v) in &headers {
+                req = req.header(*k, v);
+            }
+            match req
+                .config()
+                .timeout_global(Some(remaining))
+                .build()
+                .send(&body[..])
+            {
+                Ok(r) => break r,
+                // A pooled connection the server closed while idle, or a refused one: once
+                // more while time is left (never after a timeout).
+                Err(e)
+                    if !retried
+                        && !matches!(e, ureq::Error::Timeout(_))
+                        && started.elapsed() + Duration::from_millis(1) < self.timeout =>
+                {
+                    retried = true;
+                }
+                Err(e) => return Err(unavailable(e.to_string())),
+            }
+        };
         let status = resp.status().as_u16();
         let json_len = resp
             .headers()
