@@ -117,6 +117,8 @@ def cmd_distill(a):
     from . import distill, footage
     _logging(os.path.join(a.out, "distill.log"))
     os.makedirs(a.out, exist_ok=True)
+    if a.regions and a.detector:
+        sys.exit("--regions and --detector: give one or the other")
     cache = a.cache or distill.cache_dir(a.out)
     if a.teacher == "efficientnet-lite0":
         teacher = distill.builtin_teacher(cache)
@@ -145,6 +147,11 @@ def cmd_distill(a):
         end = 0 if held_out else footage.split(frames, cfg.train_fraction)
         name = os.path.basename(path.rstrip("/"))
         regions = a.regions[i] if a.regions else "-"
+        if a.detector:
+            try:
+                regions = distill.detect_regions(path, a.detector, a.detector_field, cache)
+            except (OSError, ValueError) as e:
+                sys.exit(f"--detector: {e}")
         if regions == "-":
             clips.append(distill.Clip(name, path, frames, end, unseen=held_out))
             continue
@@ -265,6 +272,14 @@ def main(argv=None):
     f.add_argument("--regions", nargs="+",
                    help="per-object crops (secondary classifiers): one CSV of frame,x,y,width,height[,id] per clip "
                         "of --footage then --unseen, or - for whole frames; each object is its own sequence")
+    f.add_argument("--detector",
+                   help="per-object crops from a detector run through GStreamer on each video clip, in "
+                        "gst-launch syntax (e.g. \"facedetect min-size-width=24 min-size-height=24\"): "
+                        "filesrc ! decodebin ! videoconvert ! DETECTOR ! fakesink; the k-th region of a "
+                        "frame is object k; cached beside the teacher's posteriors")
+    f.add_argument("--detector-field", default="faces",
+                   help="the field of the detector's per-frame message that lists the objects (x, y, "
+                        "width, height)")
     f.add_argument("--train-fraction", type=float, default=0.7)
     f.add_argument("--k", type=int, default=4)
     f.add_argument("--every", type=int, default=1, help="use every n-th frame")

@@ -218,6 +218,38 @@ def read_regions(path: str) -> dict[int, list[tuple[int, tuple]]]:
     return {k: sorted(b) for k, b in sorted(objects.items())}
 
 
+def gi_python() -> str:
+    """A Python with PyGObject and GStreamer's overrides (Debian: python3-gi, python3-gst-1.0):
+    $CACHENET_GI_PYTHON, else the system's /usr/bin/python3."""
+    return os.environ.get("CACHENET_GI_PYTHON") or "/usr/bin/python3"
+
+
+def detect_regions(path: str, detector: str, field: str, cache: str) -> str:
+    """The regions CSV of a detector run through GStreamer on the video `path`
+    (`gst_detect.py`), made once and kept in `cache` (keyed by the clip and the detector)."""
+    import subprocess
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: the detector runs on video files, not image folders")
+    st = os.stat(path)
+    key = hashlib.sha256(f"{os.path.abspath(path)}|{st.st_size}|{detector}|{field}".encode()).hexdigest()[:16]
+    out = os.path.join(cache, "regions", f"{os.path.basename(path)}-{key}.csv")
+    if os.path.exists(out):
+        return out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    py = gi_python()
+    helper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gst_detect.py")
+    r = subprocess.run([py, helper, path, detector, out + ".part", "--field", field],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = (r.stderr.strip().splitlines() or ["(no message)"])[-1]
+        if "No module named 'gi'" in r.stderr:
+            tail = f"{py} has no PyGObject (Debian: apt-get install python3-gi python3-gst-1.0)"
+        raise ValueError(f"{os.path.basename(path)}: {tail}")
+    os.replace(out + ".part", out)
+    logging.info("%s", r.stdout.strip())
+    return out
+
+
 def object_clips(name: str, path: str, regions: str, frames: int, train_end: int | None) -> list[Clip]:
     """One Clip per object of a regions CSV: its crops in frame order; those in the clip's first
     `train_end` frames train (None: an unseen clip)."""

@@ -155,3 +155,31 @@ def test_per_object_regions(tmp_path):
               "--labels", str(tmp_path / "labels.txt"), "--footage", str(folder),
               "--regions", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")])
     assert "bad.csv:1: need frame,x,y,width,height[,id]" in str(e.value)
+
+
+FULLBODY = "/usr/share/opencv4/haarcascades/haarcascade_fullbody.xml"
+
+
+def test_regions_from_a_detector_run_through_gstreamer(tmp_path):
+    """--detector: GStreamer's facedetect (OpenCV's full-body cascade) on the first 60 frames of
+    vtest.avi gives a regions CSV that the per-object path reads; a rerun takes it from the
+    cache; a detector GStreamer cannot build is a clear error."""
+    vtest = footage.fetch(["vtest.avi"])["vtest.avi"]
+    detector = (f"identity eos-after=60 ! facedetect display=false min-size-width=24 "
+                f"min-size-height=48 profile={FULLBODY}")
+    csv = distill.detect_regions(vtest, detector, "faces", str(tmp_path))
+    objects = distill.read_regions(csv)
+    boxes = [b for obj in objects.values() for b in obj]
+    assert boxes, "pedestrians found"
+    assert all(0 <= f < 60 and w > 0 and h > 0 and x + w <= 768 and y + h <= 576
+               for f, (x, y, w, h) in boxes)
+    before = os.stat(csv).st_mtime_ns
+    assert distill.detect_regions(vtest, detector, "faces", str(tmp_path)) == csv
+    assert os.stat(csv).st_mtime_ns == before
+    with pytest.raises(ValueError) as e:
+        distill.detect_regions(vtest, "nosuchdetector", "faces", str(tmp_path))
+    assert "nosuchdetector" in str(e.value)
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--teacher", "efficientnet-lite0", "--footage", vtest, "--regions", "-",
+              "--detector", "facedetect", "--out", str(tmp_path / "o")])
+    assert "one or the other" in str(e.value)
