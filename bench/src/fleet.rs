@@ -32,7 +32,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::run::{cpu_seconds, which};
+use crate::run::{cpu_seconds, wait_ready, which};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -215,23 +215,7 @@ fn start_edge(
             .map_err(|e| format!("{}: {e}", a.edge_bin.display()))?,
     );
     let url = format!("http://127.0.0.1:{port}");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while agent
-        .get(format!("{url}/health/ready"))
-        .call()
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        if Instant::now() > deadline {
-            return Err(format!("the edge on {url} never became ready"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready(&url, Duration::from_secs(90))?;
     Ok((edge, url))
 }
 

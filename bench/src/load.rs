@@ -99,23 +99,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         (None, None) => return Err("give --edge-bin or --edge-url".into()),
     };
+    cachenet_bench::run::wait_ready(&url, Duration::from_secs(60))?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(15)))
         .build()
         .into();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while agent
-        .get(format!("{url}/health/ready"))
-        .call()
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        if Instant::now() > deadline {
-            return Err("the edge never became ready".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let pid = edge.as_ref().map(|e| e.0.id());
     let infer = format!("{url}/v1/models/{}/infer", manifest.name);
     println!(

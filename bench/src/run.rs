@@ -174,3 +174,25 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // fields 14 and 15 of stat (utime, stime) are 12 and 13 after the command name
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// Wait until `url`'s `/health/ready` answers 200 (an edge or a balancer), at most `limit`.
+pub fn wait_ready(url: &str, limit: std::time::Duration) -> Result<(), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(2)))
+        .build()
+        .into();
+    let deadline = std::time::Instant::now() + limit;
+    while agent
+        .get(format!("{url}/health/ready"))
+        .call()
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{url} never became ready"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}

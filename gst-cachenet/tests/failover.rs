@@ -17,7 +17,7 @@ mod common;
 use common::tiny;
 #[path = "common/process.rs"]
 mod process;
-use process::{Kill, free_port, start_edge_on};
+use process::{Kill, free_port, start_edge_on, wait_ready};
 
 const TIMEOUT_MS: u64 = 400;
 
@@ -289,21 +289,7 @@ fn three_edges_behind_haproxy() {
         .spawn()
         .expect("haproxy (scripts/setup.sh installs it)");
     let _haproxy = Kill(haproxy);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(1)))
-        .build()
-        .into();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while agent
-        .get(format!("http://127.0.0.1:{port}/health/ready"))
-        .call()
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "haproxy never answered ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready(&format!("http://127.0.0.1:{port}"), "haproxy");
     let mut cam = Camera::new(&format!("http://127.0.0.1:{port}"));
     for _ in 0..30 {
         cam.frame();

@@ -71,6 +71,12 @@ pub fn start_edge_with(model_dir: &Path, port: u16, extra: &[&str]) -> Kill {
             .spawn()
             .unwrap(),
     );
+    wait_ready(&format!("http://127.0.0.1:{port}"), "cachenet-edge");
+    child
+}
+
+/// Wait (at most 60 s) until `url`'s `/health/ready` answers 200; `what` names it in the failure.
+pub fn wait_ready(url: &str, what: &str) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(2)))
@@ -78,16 +84,12 @@ pub fn start_edge_with(model_dir: &Path, port: u16, extra: &[&str]) -> Kill {
         .into();
     let deadline = Instant::now() + Duration::from_secs(60);
     while agent
-        .get(format!("http://127.0.0.1:{port}/health/ready"))
+        .get(format!("{url}/health/ready"))
         .call()
         .map(|r| r.status() != 200)
         .unwrap_or(true)
     {
-        assert!(
-            Instant::now() < deadline,
-            "cachenet-edge never became ready"
-        );
+        assert!(Instant::now() < deadline, "{what} never became ready");
         std::thread::sleep(Duration::from_millis(100));
     }
-    child
 }
