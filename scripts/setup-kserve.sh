@@ -9,4 +9,4 @@ if ! "$VENV/bin/python" -c 'import kserve, onnxruntime' >/dev/null 2>&1; then
   "$VENV/bin/pip" install -q --upgrade pip >&2
   "$VENV/bin/pip" install -q -r deploy/kserve/requirements.txt >&2
 fi
-echo "$VENV/bin/python"
+echo "$(cd "$VENV" && pwd)/bin/python"

@@ -13,7 +13,7 @@ scripts/setup.sh
   && { [ -f ../.data/reference-vtest-check/labels.csv ] || python3 -m cachenet_train reference \
     --model-dir real-footage --segment 0.7 0.75 --clip vtest.avi --out ../.data/reference-vtest-check >/dev/null; })
 # KServe's model server in its own virtual environment (the inference-server tests).
-CACHENET_KSERVE_PYTHON="$PWD/$(scripts/setup-kserve.sh)"
+CACHENET_KSERVE_PYTHON="$(scripts/setup-kserve.sh)"
 export CACHENET_KSERVE_PYTHON
 cargo build --workspace --all-targets
 scripts/check-deploy.sh
