@@ -32,7 +32,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::run::{cpu_seconds, wait_ready, which};
+use crate::run::{cpu_seconds, percentile_ms, wait_ready, which};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -341,14 +341,6 @@ fn pin_generator(n_edges: usize, cpus: usize) {
     }
 }
 
-fn percentile(v: &mut [u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_unstable();
-    v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
-}
-
 fn run_level(
     a: &FleetArgs,
     cpus: usize,
@@ -464,8 +456,8 @@ fn run_level(
         hit_rate,
         misses_answered: total.miss_us.len() as u64,
         misses_per_s: total.miss_us.len() as f64 / secs,
-        p50_ms: percentile(&mut total.miss_us, 0.5),
-        p99_ms: percentile(&mut total.miss_us, 0.99),
+        p50_ms: percentile_ms(&mut total.miss_us, 0.5),
+        p99_ms: percentile_ms(&mut total.miss_us, 0.99),
         unanswered: total.unanswered,
         worst_frame_ms: total.worst_us as f64 / 1000.0,
         killed: kill,

@@ -69,14 +69,6 @@ struct Tally {
     first_error: Option<String>,
 }
 
-fn pct(v: &mut [u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_unstable();
-    v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let manifest = cachenet_core::manifest::Manifest::load(&a.model_dir)?;
@@ -198,9 +190,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "| {clients} | {:.0} | {:.1} | {:.1} | {n_busy} | {:.1} | {}{} | {rss} |",
             n_ok as f64 / wall,
-            pct(&mut t.ok_us, 0.5),
-            pct(&mut t.ok_us, 0.99),
-            pct(&mut t.busy_us, 0.99),
+            cachenet_bench::run::percentile_ms(&mut t.ok_us, 0.5),
+            cachenet_bench::run::percentile_ms(&mut t.ok_us, 0.99),
+            cachenet_bench::run::percentile_ms(&mut t.busy_us, 0.99),
             t.errors,
             t.first_error
                 .as_ref()

@@ -196,3 +196,13 @@ pub fn wait_ready(url: &str, limit: std::time::Duration) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The `p` quantile (0..=1, nearest rank) of microsecond samples, in milliseconds (NaN when
+/// there are none). Sorts `v`.
+pub fn percentile_ms(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}

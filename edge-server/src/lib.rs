@@ -25,7 +25,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cachenet_core::manifest::is_safe_name;
-use cachenet_core::modelset::ModelSet;
+use cachenet_core::modelset::{ModelSet, load_local_full};
 use cachenet_core::proto;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -163,14 +163,20 @@ pub fn load_model_sets(config: &Config) -> Result<BTreeMap<String, Arc<Served>>,
     let mut warned = false;
     let mut used = vec![false; config.full_models.len()];
     for dir in dirs {
-        let manifest = cachenet_core::manifest::Manifest::load(dir)
+        // The set without its full model first: its name says whether an inference server
+        // runs the full model; else it is loaded here.
+        let mut set = ModelSet::load_serving(dir, engine, false)
             .map_err(|e| format!("model set {}: {e}", dir.display()))?;
         let at = config.full_models.iter().position(|f| match &f.set {
-            Some(s) => *s == manifest.name,
+            Some(s) => *s == set.manifest.name,
             None => dirs.len() == 1,
         });
-        let set = ModelSet::load_serving(dir, engine, at.is_none())
-            .map_err(|e| format!("model set {}: {e}", dir.display()))?;
+        if at.is_none() {
+            set.full = Some(
+                load_local_full(dir, &set.manifest, engine)
+                    .map_err(|e| format!("model set {}: {e}", dir.display()))?,
+            );
+        }
         let remote_full = match at {
             Some(i) => {
                 used[i] = true;

@@ -318,16 +318,15 @@ impl EdgeClient {
         self.edges.list.iter().map(|e| e.base.clone()).collect()
     }
 
-    /// The edge in use now.
-    pub fn current(&self) -> Arc<str> {
-        let i = self.edges.choice.lock().expect("edge choice").current;
-        self.edges.list[i].name.clone()
-    }
-
-    /// Failovers to another edge, and returns to the preferred one, so far.
-    pub fn failovers(&self) -> (u64, u64) {
+    /// The edge in use now, and the failovers to another edge and returns to the preferred one
+    /// so far (one lock: the element asks on every frame).
+    pub fn status(&self) -> (Arc<str>, u64, u64) {
         let c = self.edges.choice.lock().expect("edge choice");
-        (c.failovers, c.returns)
+        (
+            self.edges.list[c.current].name.clone(),
+            c.failovers,
+            c.returns,
+        )
     }
 
     /// Failovers, skipped edges and returns since the last call.

@@ -581,9 +581,9 @@ impl Runtime {
     /// The counters, with the active submodel (of the whole frame) filled in.
     pub fn stats(&self) -> Stats {
         let active = self.active();
-        let (edge, (failovers, edge_returns)) = match &self.remote {
-            Some(r) => (r.edge.current(), r.edge.failovers()),
-            None => (Arc::from(""), (0, 0)),
+        let (edge, failovers, edge_returns) = match &self.remote {
+            Some(r) => r.edge.status(),
+            None => (Arc::from(""), 0, 0),
         };
         Stats {
             edge,
