@@ -135,7 +135,8 @@ def cmd_distill(a):
                          student_init=a.student_init, epochs=a.epochs, every=a.every, views=a.views,
                          train_fraction=a.train_fraction, seed=a.seed, threads=a.threads,
                          temperature=a.temperature, agreement_target=a.agreement_target,
-                         min_frames=a.min_frames)
+                         min_frames=a.min_frames, ablation=not a.no_ablation, vae_input=a.vae_input,
+                         vae_epochs=a.vae_epochs)
     clips = []
     sources = [(n, False) for n in a.footage] + [(n, True) for n in a.unseen or []]
     if a.regions and len(a.regions) != len(sources):
@@ -166,6 +167,14 @@ def cmd_distill(a):
     logging.info("wrote %s: threshold %.2f, %s", a.out, r["threshold"],
                  {k: {m: r["figures"][k][m] for m in ("hit_rate", "agreement")} for k in ("later", "unseen")
                   if k in r["figures"]})
+
+
+def cmd_resolution(a):
+    from . import footage
+    r = footage.resolution_check([_footage_path(c) for c in a.clip], a.model_dir, a.sizes, *a.segment)
+    print(f"{r['frames']} frames: the full model's top-1 at its own input is kept by")
+    for s, v in r["agreement"].items():
+        print(f"  {s}x{s} (scaled back up): {100 * v:.1f} %" if v is not None else f"  {s}x{s}: no frames")
 
 
 def cmd_reference(a):
@@ -294,6 +303,10 @@ def main(argv=None):
     f.add_argument("--agreement-target", type=float, default=0.9,
                    help="the threshold keeps agreement with the teacher (all frames) at least this on validation")
     f.add_argument("--epochs", type=int, default=30)
+    f.add_argument("--no-ablation", action="store_true",
+                   help="skip the S-InfoVAE selector ablation (the report's second table)")
+    f.add_argument("--vae-input", type=int, default=32, help="the ablation's S-InfoVAE input side")
+    f.add_argument("--vae-epochs", type=int, default=60)
     f.add_argument("--cache", help="teacher posteriors and features, reused by a rerun "
                                    "(default $CACHENET_DATA/distill-cache/<out's name>)")
     f.add_argument("--seed", type=int, default=0)
@@ -310,6 +323,13 @@ def main(argv=None):
                    help="fractions of the clip (0.7 1.0: the held-out end of a training clip)")
     f.add_argument("--out", required=True)
     f.set_defaults(fn=cmd_reference)
+    f = sub.add_parser("resolution", help="how often the full model keeps its answer when a frame is seen at "
+                                          "a specialist's smaller input (a guide to --student-input)")
+    f.add_argument("--clip", required=True, nargs="+", help="video files, image folders or known clip names")
+    f.add_argument("--model-dir", required=True)
+    f.add_argument("--sizes", type=int, nargs="+", default=[96, 112, 160])
+    f.add_argument("--segment", type=float, nargs=2, default=[0.0, 1.0], metavar=("START", "END"))
+    f.set_defaults(fn=cmd_resolution)
     f = sub.add_parser("replay", help="write a replay sequence as PNG frames + labels.csv")
     f.add_argument("--dataset", default="fashion-mnist")
     f.add_argument("--data-root")

@@ -52,6 +52,9 @@ class Config:
     min_frames: int = 3              # a class joins the vocabulary when it is top-1 this often
     segment: int = 25                # frames per stretch for grouping classes by co-occurrence
     agreement_target: float = 0.9    # threshold: most hits with agreement >= this on validation
+    ablation: bool = True            # also distil with the paper's S-InfoVAE selector (report only)
+    vae_input: int = 32              # the S-InfoVAE sees vae_input x vae_input RGB
+    vae_epochs: int = 60
     seed: int = 0
     threads: int = 0
 
@@ -301,20 +304,21 @@ def _crops(frames, clip: Clip):
 
 @torch.no_grad()
 def encode_clip(clip: Clip, teacher: Teacher, backbone: Backbone, cfg: Config, cache: str, views: int):
-    """Teacher logits [n, views, classes] and backbone features [n, views, C, h, w] (float16) of
-    a clip, read from the cache when a previous run computed them."""
+    """Teacher logits [n, views, classes], backbone features [n, views, C, h, w] (float16) and
+    thumbnails [n, views, 3, t, t] (uint8, the S-InfoVAE's input) of a clip, read from the cache
+    when a previous run computed them."""
     key = f"{_clip_key(clip.path)}-{teacher.key()}-area64-e{cfg.every}-v{views}-s{cfg.student_input}" \
-          f"-b{cfg.student_blocks}-{cfg.student_init}"
+          f"-b{cfg.student_blocks}-{cfg.student_init}-t{cfg.vae_input}"
     if clip.boxes is not None:
         key += "-" + hashlib.sha256(json.dumps(clip.boxes).encode()).hexdigest()[:12]
     path = os.path.join(cache, f"{clip.name}-{key}.npz")
     if os.path.exists(path):
         z = np.load(path)
-        return z["logits"], z["features"]
+        return z["logits"], z["features"], z["thumbs"]
     from tqdm import tqdm
     rng = np.random.default_rng(cfg.seed)
-    logits, feats = [], []
-    s = cfg.student_input
+    logits, feats, thumbs = [], [], []
+    s, t = cfg.student_input, cfg.vae_input
     dev = next(backbone.parameters()).device
     frames = (f for i, f in enumerate(footage.frames(clip.path)) if i % cfg.every == 0)
     if clip.boxes is not None:
@@ -326,10 +330,11 @@ def encode_clip(clip: Clip, teacher: Teacher, backbone: Backbone, cfg: Config, c
         logits.append(teacher.logits(t_in).astype(np.float32))
         x = torch.from_numpy(normalise(s_in, LITE0_MEAN, LITE0_STD))
         feats.append(backbone(x.to(dev)).cpu().numpy().astype(np.float16))
-    logits, feats = np.stack(logits), np.stack(feats)
-    np.savez(path + ".part.npz", logits=logits, features=feats)
+        thumbs.append(np.stack([footage.area_scale(v, t, t, b) for v, b in vs]).transpose(0, 3, 1, 2))
+    logits, feats, thumbs = np.stack(logits), np.stack(feats), np.stack(thumbs)
+    np.savez(path + ".part.npz", logits=logits, features=feats, thumbs=thumbs)
     os.replace(path + ".part.npz", path)
-    return logits, feats
+    return logits, feats, thumbs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,6 +542,91 @@ def choose_threshold(val: list[tuple[np.ndarray, np.ndarray, np.ndarray]], targe
     return best["threshold"], sweep
 
 
+def variant(cfg: Config, clips: list[Clip], enc: dict, val_idx: dict, classes: int, choice: dict,
+            groups: list[list[int]], what: str) -> dict:
+    """One selector's set: `choice[clip]` [n, views] is the selector's specialist for each view,
+    `groups[k]` the classes specialist k learns. Fits the heads without the validation slice,
+    chooses the threshold there, refits on the whole training part and replays the held-out
+    footage with the refitted heads."""
+    def train(end_of, label):
+        parts = [c for c in clips if c.name in val_idx]
+        lg = np.concatenate([enc[c.name][0][:end_of(c)].reshape(-1, classes) for c in parts])
+        ft = np.concatenate([enc[c.name][1][:end_of(c)].reshape(-1, *enc[c.name][1].shape[2:]) for c in parts])
+        part = np.concatenate([choice[c.name][:end_of(c)].reshape(-1) for c in parts])
+        hs = []
+        for k, grp in enumerate(groups):
+            hs.append(fit_head(ft, targets(lg, part, grp, k, cfg.temperature), classes, cfg, cfg.seed + k))
+            log.info("%s: specialist %d (%s): %d of %d views in its partition", what, k, label,
+                     int((part == k).sum()), len(part))
+        return hs
+
+    def run(heads, c: Clip, lo: int, hi: int):
+        lg, ft, _ = enc[c.name]
+        sl = np.stack([head_logits(h, ft[lo:hi, 0]) for h in heads])
+        return sl, lg[lo:hi, 0], choice[c.name][lo:hi, 0]
+
+    heads = train(lambda c: val_idx[c.name][0], "without the validation slice")
+    val = [run(heads, c, *val_idx[c.name]) for c in clips if c.name in val_idx]
+    threshold, sweep = choose_threshold(val, cfg.agreement_target)
+    heads = train(lambda c: c.train_end, "the whole training part")
+
+    def judge(parts):
+        rs = [run(heads, c, lo, hi) for c, lo, hi in parts]
+        per = {c.name: summarise([replay(*r, threshold)], [r[1]]) for (c, _, _), r in zip(parts, rs)}
+        return summarise([replay(*r, threshold) for r in rs], [r[1] for r in rs]), per
+
+    later = [(c, c.train_end, c.n) for c in clips if not c.unseen and c.train_end < c.n]
+    unseen = [(c, 0, c.n) for c in clips if c.unseen]
+    figures = {"validation": summarise([replay(*v, threshold) for v in val], [v[1] for v in val])}
+    if later:
+        figures["later"], figures["later_clips"] = judge(later)
+    if unseen:
+        figures["unseen"], figures["unseen_clips"] = judge(unseen)
+    train_frames = np.concatenate([choice[c.name][:c.train_end, 0] for c in clips if c.name in val_idx])
+    partition = [int((train_frames == k).sum()) for k in range(len(groups))]
+    return {"heads": heads, "threshold": threshold, "sweep": sweep, "figures": figures, "partition": partition}
+
+
+def _vae_input(thumbs: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(thumbs.reshape(len(thumbs), -1)).float() / 127.5 - 1.0
+
+
+def fit_vae(thumbs: np.ndarray, cfg: Config):
+    """The paper's S-InfoVAE (eqs 7-8, alpha 0, lambda 10, as for Fashion-MNIST) on the frames'
+    thumbnails [N, 3, t, t] uint8: stage 1 to 32 dimensions, stage 2 to the 2-D point."""
+    import torch.nn.functional as F
+
+    from .nets import SInfoVAE
+    torch.manual_seed(cfg.seed)
+    dev = device()
+    x_all = _vae_input(thumbs).to(dev)
+    vae = SInfoVAE(x_all.shape[1], 32).to(dev)
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(cfg.seed)
+    vae.train()
+    for _ in range(cfg.vae_epochs):
+        perm = torch.randperm(len(x_all), generator=g).to(dev)
+        for i in range(0, len(perm), 128):
+            x = x_all[perm[i:i + 128]]
+            z, mu1, lv1, rec1 = vae.s1(x)
+            l1 = maths.infovae_loss_eq7(F.mse_loss(rec1, x, reduction="none").sum(1).mean(), mu1, lv1, z, 0.0, 10.0)
+            zin = mu1.detach()
+            zb, mu2, lv2, rec2 = vae.s2(zin)
+            l2 = maths.infovae_loss_eq7(F.mse_loss(rec2, zin, reduction="none").sum(1).mean(), mu2, lv2, zb,
+                                        0.0, 10.0)
+            opt.zero_grad()
+            (l1 + l2).backward()
+            opt.step()
+    return vae.cpu().eval()
+
+
+@torch.no_grad()
+def vae_choice(vae, thumbs: np.ndarray, k: int, sigma: float) -> np.ndarray:
+    """The S-InfoVAE selector's specialist for each thumbnail of thumbs [n, views, 3, t, t]."""
+    z = vae.point(_vae_input(thumbs.reshape(-1, *thumbs.shape[2:]))).double()
+    return maths.soft_code_eq12(maths.angle_eq9(z), k, sigma).argmax(1).numpy().reshape(thumbs.shape[:2])
+
+
 # ---------------------------------------------------------------------------------------------
 
 def distill(cfg: Config, teacher: Teacher, clips: list[Clip], out: str, name: str, version: str,
@@ -557,30 +647,22 @@ def distill(cfg: Config, teacher: Teacher, clips: list[Clip], out: str, name: st
     enc = {}
     for c in clips:
         views = cfg.views if c.train_end > 0 else 1
-        lg, ft = encode_clip(c, teacher, backbone, cfg, cache, views)
+        lg, ft, th = encode_clip(c, teacher, backbone, cfg, cache, views)
         if lg.shape[-1] != classes:
             raise ValueError(f"the teacher answers {lg.shape[-1]} classes but --labels has {classes} names")
-        enc[c.name] = (lg, ft)
+        enc[c.name] = (lg, ft, th)
     log.info("teacher posteriors and features of %d clips in %.0f s", len(clips), time.time() - t0)
 
     # Training part of each clip: [0, fit_end) fits the heads, [fit_end, train_end) is validation.
-    fit_l, fit_f, val_idx, segs = [], [], {}, []
+    val_idx, segs = {}, []
     for c in clips:
         if c.train_end == 0:
             continue
-        lg, ft = enc[c.name]
-        fit_end = int(round(c.train_end * (1 - cfg.val_fraction)))
-        val_idx[c.name] = (fit_end, c.train_end)
-        fit_l.append(lg[:fit_end].reshape(-1, classes))
-        fit_f.append(ft[:fit_end].reshape(-1, *ft.shape[2:]))
-        top = lg[:c.train_end, 0].argmax(1)
+        val_idx[c.name] = (int(round(c.train_end * (1 - cfg.val_fraction))), c.train_end)
+        top = enc[c.name][0][:c.train_end, 0].argmax(1)
         segs += [top[i:i + cfg.segment] for i in range(0, len(top), cfg.segment)]
-    if not fit_l:
+    if not val_idx:
         raise ValueError("no training footage: every clip is held out")
-    fit_l, fit_f = np.concatenate(fit_l), np.concatenate(fit_f)
-    all_l = np.concatenate([enc[c.name][0][:c.train_end].reshape(-1, classes) for c in clips if c.train_end])
-    all_f = np.concatenate([enc[c.name][1][:c.train_end].reshape(-1, *enc[c.name][1].shape[2:])
-                            for c in clips if c.train_end])
     vocab = vocabulary(np.concatenate(segs), cfg.min_frames)
     if len(vocab) < cfg.k:
         raise ValueError(f"the teacher names only {len(vocab)} classes at least {cfg.min_frames} times on the "
@@ -591,41 +673,25 @@ def distill(cfg: Config, teacher: Teacher, clips: list[Clip], out: str, name: st
     selector = VocabularySelector(classes, groups, cfg.k)
     sigma = maths.sigma_eq13(cfg.k, 0.3, 0.3)
 
-    def train(lg, ft, what):
-        part = select(selector, softmax(lg)[:, :, None, None], cfg.k, sigma)
-        hs = []
-        for k, grp in enumerate(groups):
-            hs.append(fit_head(ft, targets(lg, part, grp, k, cfg.temperature), classes, cfg, cfg.seed + k))
-            log.info("specialist %d (%s): %d of %d views in its group", k, what, int((part == k).sum()), len(part))
-        return hs
-
-    heads = train(fit_l, fit_f, "without the validation slice")
-
-    def run(c: Clip, lo: int, hi: int):
-        lg, ft = enc[c.name]
-        tl = lg[lo:hi, 0]
-        sl = np.stack([head_logits(h, ft[lo:hi, 0]) for h in heads])
-        ch = select(selector, softmax(tl)[:, :, None, None], cfg.k, sigma)
-        return sl, tl, ch
-
-    val = [run(c, *val_idx[c.name]) for c in clips if c.name in val_idx]
-    threshold, sweep = choose_threshold(val, cfg.agreement_target)
+    def class_choice(lg):
+        return select(selector, softmax(lg.reshape(-1, classes))[:, :, None, None], cfg.k, sigma) \
+            .reshape(lg.shape[:2])
+    main = variant(cfg, clips, enc, val_idx, classes, {c.name: class_choice(enc[c.name][0]) for c in clips},
+                   groups, "class-consistent selector")
+    heads, threshold = main["heads"], main["threshold"]
     log.info("threshold %.2f from the validation slice", threshold)
-    # The shipped specialists learn from the whole training part, validation slice included.
-    heads = train(all_l, all_f, "the whole training part")
-
-    def judge(parts):
-        rs = [run(c, lo, hi) for c, lo, hi in parts]
-        per = {c.name: summarise([replay(*r, threshold)], [r[1]]) for (c, _, _), r in zip(parts, rs)}
-        return summarise([replay(*r, threshold) for r in rs], [r[1] for r in rs]), per
-
-    later = [(c, c.train_end, c.n) for c in clips if not c.unseen and c.train_end < c.n]
-    unseen = [(c, 0, c.n) for c in clips if c.unseen]
-    figures = {"validation": summarise([replay(*v, threshold) for v in val], [v[1] for v in val])}
-    if later:
-        figures["later"], figures["later_clips"] = judge(later)
-    if unseen:
-        figures["unseen"], figures["unseen_clips"] = judge(unseen)
+    figures = main["figures"]
+    ablation = None
+    if cfg.ablation:
+        # The paper's selector: an S-InfoVAE on the frame; its 2-D point's sector (eqs 9-12) picks
+        # the specialist, which learns the teacher's posterior over the whole vocabulary there.
+        fit_thumbs = np.concatenate([enc[c.name][2][:val_idx[c.name][0]].reshape(-1, *enc[c.name][2].shape[2:])
+                                     for c in clips if c.name in val_idx])
+        vae = fit_vae(fit_thumbs, cfg)
+        choice = {c.name: vae_choice(vae, enc[c.name][2], cfg.k, sigma) for c in clips}
+        alt = variant(cfg, clips, enc, val_idx, classes, choice, [vocab] * cfg.k, "S-InfoVAE selector")
+        ablation = {name: {"threshold": v["threshold"], "partition": v["partition"], "figures": v["figures"]}
+                    for name, v in (("class-consistent", main), ("S-InfoVAE", alt))}
 
     # Export: the teacher is the full model; the specialists are standalone ONNX files.
     full = os.path.join(out, "full.onnx")
@@ -647,7 +713,8 @@ def distill(cfg: Config, teacher: Teacher, clips: list[Clip], out: str, name: st
         "groups": [[teacher.labels[c] for c in g] for g in groups],
         "specialist": {"input": [s, s], "macs": macs_sub, "params": count_params(specialists[0]),
                        "macs_fraction_of_teacher": macs_sub / macs_teacher if macs_teacher else None},
-        "threshold": threshold, "threshold_sweep": sweep, "figures": figures, "onnx_max_abs_diff": diffs,
+        "threshold": threshold, "threshold_sweep": main["sweep"], "figures": figures,
+        "partition": main["partition"], "ablation": ablation, "onnx_max_abs_diff": diffs,
         "seconds": round(time.time() - t0, 1), "manifest": manifest["name"],
     }
     with open(os.path.join(out, "report.json"), "w") as f:
@@ -767,5 +834,23 @@ def write_report_md(out: str, r: dict) -> None:
         row("**scenes never met**", f["unseen"])
         for n, s in f["unseen_clips"].items():
             row(f"  {n}", s)
+    if r.get("ablation"):
+        lines += ["", "Selector ablation: the same distillation with the paper's S-InfoVAE selector (an S-InfoVAE "
+                  f"on the frame at {r['config']['vae_input']}x{r['config']['vae_input']}, its 2-D point's sector "
+                  "picks the specialist; each specialist learns the teacher's posterior over the whole vocabulary "
+                  "on its partition, a flat one elsewhere; threshold chosen the same way):", "",
+                  "| selector | threshold | training frames per specialist | validation: hit rate, agreement "
+                  "| same cameras later: hit rate, agreement, local agreement | scenes never met: hit rate, "
+                  "agreement |", "|---|---|---|---|---|---|"]
+        for name, a in r["ablation"].items():
+            fa = a["figures"]
+            later = fa.get("later")
+            unseen = fa.get("unseen")
+            lines.append(
+                f"| {name} | {a['threshold']:.2f} | {', '.join(str(p) for p in a['partition'])} | "
+                f"{_pct(fa['validation']['hit_rate'])}, {_pct(fa['validation']['agreement'])} | "
+                + (f"{_pct(later['hit_rate'])}, {_pct(later['agreement'])}, {_pct(later['local_agreement'])} | "
+                   if later else "n/a | ")
+                + (f"{_pct(unseen['hit_rate'])}, {_pct(unseen['agreement'])} |" if unseen else "n/a |"))
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -126,22 +126,65 @@ def split(n: int, fraction: float = TRAIN_FRACTION) -> int:
     return int(round(n * fraction))
 
 
+class FullModel:
+    """A model set's full model with its input spec (onnxruntime)."""
+
+    def __init__(self, set_dir: str, threads: int = 0):
+        import json
+
+        import onnxruntime as ort
+        with open(os.path.join(set_dir, "manifest.json")) as f:
+            self.manifest = json.load(f)
+        self.spec = self.manifest["full_model"].get("input") or self.manifest["input"]
+        self.width, self.height = self.spec["width"], self.spec["height"]
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(os.path.join(set_dir, self.manifest["full_model"]["file"]), o,
+                                         providers=["CPUExecutionProvider"])
+        self.name = self.sess.get_inputs()[0].name
+        self.mean = np.asarray(self.spec["mean"], np.float32)
+        self.std = np.asarray(self.spec["std"], np.float32)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits of one uint8 HWC RGB image at the full model's input size."""
+        from PIL import Image
+        if self.spec["channels"] == 1:
+            x = np.asarray(Image.fromarray(x).convert("L"))[..., None]
+        x = ((x.astype(np.float32) / 255.0 - self.mean) / self.std).transpose(2, 0, 1)[None]
+        return self.sess.run(None, {self.name: np.ascontiguousarray(x)})[0][0]
+
+
+def resolution_check(paths, set_dir: str, sizes, start: float = 0.0, end: float = 1.0) -> dict:
+    """How much of the full model's answer survives a smaller input: for each side s of `sizes`,
+    the share of frames [start, end) of the clips whose full-model top-1 on the frame scaled to
+    s x s (the element's area weights) and back up to the full model's input (bilinear) is its
+    top-1 on the frame at its own input. What a specialist of that input size can hope to see."""
+    from PIL import Image
+    full = FullModel(set_dir)
+    agree, n = {s: 0 for s in sizes}, 0
+    for path in paths:
+        count = count_frames(path)
+        lo, hi = int(round(count * start)), int(round(count * end))
+        for i, rgb in enumerate(frames(path)):
+            if i < lo or i >= hi:
+                continue
+            top = int(full.logits(area_scale(rgb, full.width, full.height)).argmax())
+            for s in sizes:
+                small = Image.fromarray(area_scale(rgb, s, s))
+                up = np.asarray(small.resize((full.width, full.height), Image.BILINEAR))
+                agree[s] += int(int(full.logits(up).argmax()) == top)
+            n += 1
+    return {"frames": n, "agreement": {s: agree[s] / n if n else None for s in sizes}}
+
+
 def write_reference(paths, set_dir: str, out: str, start: float = 0.0, end: float = 1.0) -> str:
     """Frames [start, end) (fractions of each clip) of the clips `paths`, one after the other,
     as frame-%05d.png plus labels.csv whose class is the set's full model's top-1 on the frame
     as the element scales it: the reference a distilled set is measured against (agreement
     with its teacher)."""
-    import json
-
-    import onnxruntime as ort
     from PIL import Image
-    with open(os.path.join(set_dir, "manifest.json")) as f:
-        m = json.load(f)
-    spec = m["full_model"].get("input") or m["input"]
-    sess = ort.InferenceSession(os.path.join(set_dir, m["full_model"]["file"]), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    mean = np.asarray(spec["mean"], np.float32)
-    std = np.asarray(spec["std"], np.float32)
+    full = FullModel(set_dir)
+    m = full.manifest
     os.makedirs(out, exist_ok=True)
     k = 0
     with open(os.path.join(out, "labels.csv.part"), "w") as f:
@@ -153,11 +196,7 @@ def write_reference(paths, set_dir: str, out: str, start: float = 0.0, end: floa
                 if i < lo or i >= hi:
                     continue
                 Image.fromarray(rgb).save(os.path.join(out, f"frame-{k:05d}.png"))
-                x = area_scale(rgb, spec["width"], spec["height"])
-                if spec["channels"] == 1:
-                    x = np.asarray(Image.fromarray(x).convert("L"))[..., None]
-                x = ((x.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)[None]
-                logits = sess.run(None, {name: np.ascontiguousarray(x)})[0][0]
+                logits = full.logits(area_scale(rgb, full.width, full.height))
                 p = np.exp(logits - logits.max())
                 p /= p.sum()
                 c = int(p.argmax())

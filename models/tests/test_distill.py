@@ -52,8 +52,8 @@ def distilled(tmp_path_factory):
             "--teacher-mean", "0", "0", "0", "--teacher-std", "1", "1", "1", "--labels", str(d / "labels.txt"),
             "--footage", str(d / "cam-a"), str(d / "cam-b"), "--unseen", str(d / "cam-c"),
             "--k", "2", "--student-input", "32", "--student-blocks", "2", "--student-init", "scratch",
-            "--views", "2", "--epochs", "3", "--out", str(d / "set"), "--cache", str(d / "cache"),
-            "--name", "tiny-distilled"]
+            "--views", "2", "--epochs", "3", "--vae-epochs", "5", "--out", str(d / "set"),
+            "--cache", str(d / "cache"), "--name", "tiny-distilled"]
     main(args)
     return d, args
 
@@ -74,6 +74,29 @@ def test_writes_a_version_2_set(distilled):
     assert 0 < r["threshold"] < 6
     assert all(v <= 1e-3 for v in r["onnx_max_abs_diff"].values())
     assert "same cameras later" in open(out / "report.md").read()
+
+
+def test_the_report_holds_the_selector_ablation(distilled):
+    d, _ = distilled
+    r = json.load(open(d / "set" / "report.json"))
+    a = r["ablation"]
+    assert sorted(a) == ["S-InfoVAE", "class-consistent"]
+    training_frames = 2 * footage.split(24)
+    for name, v in a.items():
+        assert sum(v["partition"]) == training_frames and len(v["partition"]) == 2, (name, v["partition"])
+        assert v["figures"]["later"]["frames"] == 2 * (24 - footage.split(24))
+        assert v["figures"]["unseen"]["frames"] == 12
+        assert 0 < v["threshold"] < 6
+    assert a["class-consistent"]["figures"] == r["figures"]
+    md = open(d / "set" / "report.md").read()
+    assert "| S-InfoVAE |" in md and "| class-consistent |" in md
+
+
+def test_the_vae_selector_picks_one_specialist_per_view():
+    thumbs = np.random.default_rng(0).integers(0, 256, (40, 2, 3, 8, 8), dtype=np.uint8)
+    vae = distill.fit_vae(thumbs.reshape(-1, 3, 8, 8), distill.Config(vae_input=8, vae_epochs=2))
+    choice = distill.vae_choice(vae, thumbs, 3, 1.0)
+    assert choice.shape == (40, 2) and set(np.unique(choice)) <= {0, 1, 2}
 
 
 def test_the_selector_follows_the_groups(distilled):
@@ -183,3 +206,13 @@ def test_regions_from_a_detector_run_through_gstreamer(tmp_path):
         main(["distill", "--teacher", "efficientnet-lite0", "--footage", vtest, "--regions", "-",
               "--detector", "facedetect", "--out", str(tmp_path / "o")])
     assert "one or the other" in str(e.value)
+
+
+def test_resolution_check_keeps_a_mean_colour_teacher(distilled, capsys):
+    """The tiny teacher answers a frame's mean colour, which no scaling changes: its answer
+    survives every input size, on every frame of the segment."""
+    d, _ = distilled
+    r = footage.resolution_check([str(d / "cam-c")], str(d / "set"), [4, 16], 0.5, 1.0)
+    assert r == {"frames": 6, "agreement": {4: 1.0, 16: 1.0}}
+    main(["resolution", "--clip", str(d / "cam-c"), "--model-dir", str(d / "set"), "--sizes", "8"])
+    assert "12 frames" in capsys.readouterr().out
