@@ -154,6 +154,19 @@ class FullModel:
         return self.sess.run(None, {self.name: np.ascontiguousarray(x)})[0][0]
 
 
+def segment_frames(paths, start: float = 0.0, end: float = 1.0):
+    """(path, frame index, RGB frame) of frames [start, end) (fractions of each clip) of the
+    clips `paths`, one clip after the other."""
+    for path in paths:
+        n = count_frames(path)
+        lo, hi = int(round(n * start)), int(round(n * end))
+        for i, rgb in enumerate(frames(path)):
+            if i >= hi:
+                break
+            if i >= lo:
+                yield path, i, rgb
+
+
 def resolution_check(paths, set_dir: str, sizes, start: float = 0.0, end: float = 1.0) -> dict:
     """How much of the full model's answer survives a smaller input: for each side s of `sizes`,
     the share of frames [start, end) of the clips whose full-model top-1 on the frame scaled to
@@ -162,18 +175,13 @@ def resolution_check(paths, set_dir: str, sizes, start: float = 0.0, end: float 
     from PIL import Image
     full = FullModel(set_dir)
     agree, n = {s: 0 for s in sizes}, 0
-    for path in paths:
-        count = count_frames(path)
-        lo, hi = int(round(count * start)), int(round(count * end))
-        for i, rgb in enumerate(frames(path)):
-            if i < lo or i >= hi:
-                continue
-            top = int(full.logits(area_scale(rgb, full.width, full.height)).argmax())
-            for s in sizes:
-                small = Image.fromarray(area_scale(rgb, s, s))
-                up = np.asarray(small.resize((full.width, full.height), Image.BILINEAR))
-                agree[s] += int(int(full.logits(up).argmax()) == top)
-            n += 1
+    for _, _, rgb in segment_frames(paths, start, end):
+        top = int(full.logits(area_scale(rgb, full.width, full.height)).argmax())
+        for s in sizes:
+            small = Image.fromarray(area_scale(rgb, s, s))
+            up = np.asarray(small.resize((full.width, full.height), Image.BILINEAR))
+            agree[s] += int(int(full.logits(up).argmax()) == top)
+        n += 1
     return {"frames": n, "agreement": {s: agree[s] / n if n else None for s in sizes}}
 
 
@@ -189,19 +197,14 @@ def write_reference(paths, set_dir: str, out: str, start: float = 0.0, end: floa
     k = 0
     with open(os.path.join(out, "labels.csv.part"), "w") as f:
         f.write("frame,class_id,label,clip,clip_frame,top1_probability\n")
-        for path in paths:
-            n = count_frames(path)
-            lo, hi = int(round(n * start)), int(round(n * end))
-            for i, rgb in enumerate(frames(path)):
-                if i < lo or i >= hi:
-                    continue
-                Image.fromarray(rgb).save(os.path.join(out, f"frame-{k:05d}.png"))
-                logits = full.logits(area_scale(rgb, full.width, full.height))
-                p = np.exp(logits - logits.max())
-                p /= p.sum()
-                c = int(p.argmax())
-                label = m["labels"][c].replace('"', "'")
-                f.write(f'{k},{c},"{label}",{os.path.basename(path)},{i},{p[c]:.4f}\n')
-                k += 1
+        for path, i, rgb in segment_frames(paths, start, end):
+            Image.fromarray(rgb).save(os.path.join(out, f"frame-{k:05d}.png"))
+            logits = full.logits(area_scale(rgb, full.width, full.height))
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            c = int(p.argmax())
+            label = m["labels"][c].replace('"', "'")
+            f.write(f'{k},{c},"{label}",{os.path.basename(path)},{i},{p[c]:.4f}\n')
+            k += 1
     os.replace(os.path.join(out, "labels.csv.part"), os.path.join(out, "labels.csv"))
     return out
