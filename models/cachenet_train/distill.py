@@ -406,9 +406,12 @@ class VocabularySelector(nn.Module):
 def select(selector: VocabularySelector, probs: np.ndarray, k: int, sigma: float) -> np.ndarray:
     """The edge's choice for each posterior: eqs 9-12 on the selector's point."""
     with torch.no_grad():
-        z = selector(torch.from_numpy(probs.astype(np.float32))).double()
-    codes = maths.soft_code_eq12(maths.angle_eq9(z), k, sigma)
-    return codes.argmax(1).numpy()
+        return sector(selector(torch.from_numpy(probs.astype(np.float32))), k, sigma)
+
+
+def sector(z: torch.Tensor, k: int, sigma: float) -> np.ndarray:
+    """The specialist whose sector holds each 2-D point z [n, 2] (eqs 9-12)."""
+    return maths.soft_code_eq12(maths.angle_eq9(z.double()), k, sigma).argmax(1).numpy()
 
 
 def softmax(x: np.ndarray, t: float = 1.0) -> np.ndarray:
@@ -572,8 +575,9 @@ def variant(cfg: Config, clips: list[Clip], enc: dict, val_idx: dict, classes: i
 
     def judge(parts):
         rs = [run(heads, c, lo, hi) for c, lo, hi in parts]
-        per = {c.name: summarise([replay(*r, threshold)], [r[1]]) for (c, _, _), r in zip(parts, rs)}
-        return summarise([replay(*r, threshold) for r in rs], [r[1] for r in rs]), per
+        reps = [replay(*r, threshold) for r in rs]
+        per = {c.name: summarise([p], [r[1]]) for (c, _, _), p, r in zip(parts, reps, rs)}
+        return summarise(reps, [r[1] for r in rs]), per
 
     later = [(c, c.train_end, c.n) for c in clips if not c.unseen and c.train_end < c.n]
     unseen = [(c, 0, c.n) for c in clips if c.unseen]
@@ -594,8 +598,6 @@ def _vae_input(thumbs: np.ndarray) -> torch.Tensor:
 def fit_vae(thumbs: np.ndarray, cfg: Config):
     """The paper's S-InfoVAE (eqs 7-8, alpha 0, lambda 10, as for Fashion-MNIST) on the frames'
     thumbnails [N, 3, t, t] uint8: stage 1 to 32 dimensions, stage 2 to the 2-D point."""
-    import torch.nn.functional as F
-
     from .nets import SInfoVAE
     torch.manual_seed(cfg.seed)
     dev = device()
@@ -607,13 +609,7 @@ def fit_vae(thumbs: np.ndarray, cfg: Config):
     for _ in range(cfg.vae_epochs):
         perm = torch.randperm(len(x_all), generator=g).to(dev)
         for i in range(0, len(perm), 128):
-            x = x_all[perm[i:i + 128]]
-            z, mu1, lv1, rec1 = vae.s1(x)
-            l1 = maths.infovae_loss_eq7(F.mse_loss(rec1, x, reduction="none").sum(1).mean(), mu1, lv1, z, 0.0, 10.0)
-            zin = mu1.detach()
-            zb, mu2, lv2, rec2 = vae.s2(zin)
-            l2 = maths.infovae_loss_eq7(F.mse_loss(rec2, zin, reduction="none").sum(1).mean(), mu2, lv2, zb,
-                                        0.0, 10.0)
+            l1, l2, _ = vae.losses(x_all[perm[i:i + 128]], 0.0, 10.0)
             opt.zero_grad()
             (l1 + l2).backward()
             opt.step()
@@ -623,8 +619,7 @@ def fit_vae(thumbs: np.ndarray, cfg: Config):
 @torch.no_grad()
 def vae_choice(vae, thumbs: np.ndarray, k: int, sigma: float) -> np.ndarray:
     """The S-InfoVAE selector's specialist for each thumbnail of thumbs [n, views, 3, t, t]."""
-    z = vae.point(_vae_input(thumbs.reshape(-1, *thumbs.shape[2:]))).double()
-    return maths.soft_code_eq12(maths.angle_eq9(z), k, sigma).argmax(1).numpy().reshape(thumbs.shape[:2])
+    return sector(vae.point(_vae_input(thumbs.reshape(-1, *thumbs.shape[2:]))), k, sigma).reshape(thumbs.shape[:2])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from . import maths
+
 
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1):
@@ -116,6 +118,18 @@ class SInfoVAE(nn.Module):
         super().__init__()
         self.s1 = VAEStage(din, hidden1, dz)
         self.s2 = VAEStage(dz, hidden2, 2)
+
+    def losses(self, flat: torch.Tensor, alpha: float, lam: float):
+        """Eq 7 for stage 1 on the flattened batch and eq 8 for stage 2, trained stage-wise on the
+        (detached) stage-1 mean: (loss 1, loss 2, stage-2 mean, the 2-D point)."""
+        z, mu1, lv1, rec1 = self.s1(flat)
+        l1 = maths.infovae_loss_eq7(F.mse_loss(rec1, flat, reduction="none").sum(1).mean(), mu1, lv1, z,
+                                    alpha, lam)
+        zin = mu1.detach()
+        zb, mu2, lv2, rec2 = self.s2(zin)
+        l2 = maths.infovae_loss_eq7(F.mse_loss(rec2, zin, reduction="none").sum(1).mean(), mu2, lv2, zb,
+                                    alpha, lam)
+        return l1, l2, mu2
 
     def point(self, x) -> torch.Tensor:
         """Inference: the 2-D point z-bar (means of both stages)."""

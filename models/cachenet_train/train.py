@@ -216,16 +216,8 @@ def train_full(cfg: Config, train: Tensors, test: Tensors, classes: int, out: st
 def cachenet_step(cfg: Config, vae: SInfoVAE, gen_net: Generator, x, xa, y, noise_gen=None):
     """One batch of Algorithm 1 (the paper): returns (J, parts, mask). x is the clean batch
     (encoder input), xa the augmented one (submodels' input), both normalised."""
-    flat = x.flatten(1)
-    # Stage 1: x -> z, eq 7.
-    z, mu1, lv1, rec1 = vae.s1(flat)
-    l1 = maths.infovae_loss_eq7(F.mse_loss(rec1, flat, reduction="none").sum(1).mean(), mu1, lv1, z,
-                                cfg.info_alpha, cfg.info_lambda)
-    # Stage 2: z -> z-bar (2-D), eq 8, trained stage-wise on the (detached) stage-1 code.
-    zin = mu1.detach()
-    zb, mu2, lv2, rec2 = vae.s2(zin)
-    l2 = maths.infovae_loss_eq7(F.mse_loss(rec2, zin, reduction="none").sum(1).mean(), mu2, lv2, zb,
-                                cfg.info_alpha, cfg.info_lambda)
+    # Stage 1: x -> z (eq 7); stage 2: z -> z-bar, 2-D (eq 8).
+    l1, l2, mu2 = vae.losses(x.flatten(1), cfg.info_alpha, cfg.info_lambda)
     # Polar soft codes (eqs 9-12) on the noisy angle of the 2-D mean.
     theta = maths.noisy_angle_eq10(maths.angle_eq9(mu2.detach().float()), cfg.angle_noise, noise_gen)
     soft = maths.soft_code_eq12(theta, cfg.k, cfg.sigma)
